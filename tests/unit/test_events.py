@@ -1,0 +1,199 @@
+"""SPEC sections 1 and 2: parsing, batches, and every reason code."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.events import (
+    Limits,
+    Rejection,
+    dead_letter,
+    encode_payload,
+    parse_message,
+)
+from pipeline.schemas import validator
+
+NOW = 1_790_000_000_000
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    base = {"event_id": "e1", "app_id": "a1", "device_id": "d1", "type": "screen_view", "ts": NOW}
+    base.update(fields)
+    return base
+
+
+def reasons(message: bytes, limits: Limits = Limits()) -> list[str]:
+    return [r.reason for r in parse_message(message, NOW, limits).rejections]
+
+
+def test_valid_event_is_accepted_with_unknown_fields_kept() -> None:
+    parsed = parse_message(orjson.dumps(event(sdk="android", name="home")), NOW)
+    assert parsed.rejections == []
+    assert parsed.events == [event(sdk="android", name="home")]
+    assert parsed.indices is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"{", b"", b"   ", b"\xff\xfe garbage", b"[1, 2]", b'"text"', b"42", b"null", b"true"],
+)
+def test_malformed_json(message: bytes) -> None:
+    assert reasons(message) == ["malformed_json"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"event_id": ""},
+        {"event_id": "x" * 129},
+        {"app_id": 7},
+        {"device_id": "d" * 257},
+        {"type": "app_crash"},
+        {"ts": "1790000000000"},
+        {"ts": 1.5},
+        {"ts": True},
+        {"user_id": 12},
+        {"name": ["x"]},
+        {"attributes": "x"},
+        {"session_timeout_s": 0},
+        {"session_timeout_s": 86401},
+        {"type": "session_attribute"},
+        {"type": "session_attribute", "attribute": {"op": "multiply", "key": "k", "value": 1}},
+        {"type": "session_attribute", "attribute": {"op": "increment", "key": "k", "value": "1"}},
+        {"type": "session_attribute", "attribute": {"op": "set", "key": "k", "value": [1]}},
+        {"type": "session_attribute", "attribute": {"op": "set", "key": "k"}},
+    ],
+)
+def test_invalid_event(fields: dict[str, Any]) -> None:
+    assert reasons(orjson.dumps(event(**fields))) == ["invalid_event"]
+
+
+@pytest.mark.parametrize("missing", ["event_id", "app_id", "device_id", "type", "ts"])
+def test_invalid_event_when_required_field_missing(missing: str) -> None:
+    fields = event()
+    del fields[missing]
+    rejection = parse_message(orjson.dumps(fields), NOW).rejections[0]
+    assert rejection.reason == "invalid_event"
+    assert missing in rejection.error
+
+
+def test_integral_float_ts_is_accepted_as_an_integer() -> None:
+    parsed = parse_message(orjson.dumps(event(ts=float(NOW))), NOW)
+    assert parsed.events[0]["ts"] == NOW
+    assert type(parsed.events[0]["ts"]) is int
+
+
+@pytest.mark.parametrize(
+    ("ts", "accepted"),
+    [
+        (946_684_800_000 - 1, False),
+        (946_684_800_000, True),
+        (NOW + 86_400_000, True),
+        (NOW + 86_400_001, False),
+    ],
+)
+def test_timestamp_out_of_range(ts: int, accepted: bool) -> None:
+    assert reasons(orjson.dumps(event(ts=ts))) == ([] if accepted else ["timestamp_out_of_range"])
+
+
+def test_future_skew_is_configurable() -> None:
+    limits = Limits(max_future_skew_s=10)
+    assert reasons(orjson.dumps(event(ts=NOW + 10_001)), limits) == ["timestamp_out_of_range"]
+
+
+def test_too_large() -> None:
+    message = orjson.dumps(event(name="x" * 2000))
+    assert reasons(message, Limits(max_event_bytes=1000)) == ["too_large"]
+    assert reasons(message, Limits(max_event_bytes=len(message))) == []
+
+
+def test_too_large_by_default_is_over_one_mebibyte() -> None:
+    assert reasons(orjson.dumps(event(name="x" * 1_048_576))) == ["too_large"]
+
+
+def test_batch_events_inherit_identity_and_keep_order() -> None:
+    batch = {
+        "app_id": "a1",
+        "device_id": "d1",
+        "user_id": "u1",
+        "events": [
+            {"event_id": "1", "type": "app_launch", "ts": NOW},
+            {"event_id": "2", "type": "screen_view", "ts": NOW + 1, "user_id": None},
+            {"event_id": "3", "type": "screen_view", "ts": NOW + 2, "device_id": "d2"},
+        ],
+    }
+    parsed = parse_message(orjson.dumps(batch), NOW)
+    assert [e["event_id"] for e in parsed.events] == ["1", "2", "3"]
+    assert parsed.indices == [0, 1, 2]
+    assert parsed.events[0]["user_id"] == "u1"
+    assert parsed.events[1]["user_id"] is None
+    assert parsed.events[2]["device_id"] == "d2"
+    assert parsed.events[0]["app_id"] == "a1"
+
+
+def test_bad_event_in_batch_is_rejected_alone_with_its_index() -> None:
+    batch = {
+        "app_id": "a1",
+        "device_id": "d1",
+        "events": [
+            {"event_id": "1", "type": "app_launch", "ts": NOW},
+            {"event_id": "2", "type": "nope", "ts": NOW},
+            "not an object",
+            {"event_id": "4", "type": "screen_view", "ts": 5},
+            {"event_id": "5", "type": "screen_view", "ts": NOW},
+        ],
+    }
+    parsed = parse_message(orjson.dumps(batch), NOW)
+    assert [e["event_id"] for e in parsed.events] == ["1", "5"]
+    assert parsed.indices == [0, 4]
+    assert [(r.reason, r.index) for r in parsed.rejections] == [
+        ("invalid_event", 1),
+        ("invalid_event", 2),
+        ("timestamp_out_of_range", 3),
+    ]
+    # The payload is the event as it was sent, without the inherited fields.
+    assert orjson.loads(parsed.rejections[0].payload or b"") == {
+        "event_id": "2",
+        "type": "nope",
+        "ts": NOW,
+    }
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [{"events": "x"}, {"events": [], "app_id": 3}, {"events": {"a": 1}}],
+)
+def test_batch_without_an_events_array_is_invalid_as_a_whole(batch: dict[str, Any]) -> None:
+    parsed = parse_message(orjson.dumps(batch), NOW)
+    assert [(r.reason, r.index) for r in parsed.rejections] == [("invalid_event", None)]
+    assert parsed.events == []
+
+
+def test_batch_event_missing_identity_without_batch_identity_is_invalid() -> None:
+    batch = {"events": [{"event_id": "1", "type": "app_launch", "ts": NOW}]}
+    assert reasons(orjson.dumps(batch)) == ["invalid_event"]
+
+
+def test_dead_letter_keeps_utf8_payload_and_origin() -> None:
+    record = dead_letter(Rejection("malformed_json", "bad"), b"{oops", {"line": 3})
+    assert record["payload"] == "{oops"
+    assert record["payload_encoding"] == "utf-8"
+    assert record["line"] == 3
+    assert record["index"] is None
+    validator("dead_letter")(record)
+
+
+def test_dead_letter_base64_for_non_utf8_payload() -> None:
+    origin = {"topic": "events.raw", "partition": 0, "offset": 9}
+    record = dead_letter(Rejection("malformed_json", "bad"), b"\xff\x00", origin)
+    assert record["payload_encoding"] == "base64"
+    assert base64.b64decode(record["payload"]) == b"\xff\x00"
+    validator("dead_letter")(record)
+
+
+def test_encode_payload_round_trips() -> None:
+    assert encode_payload("é".encode()) == ("é", "utf-8")
