@@ -197,6 +197,50 @@ def _open_output(name: str) -> IO[bytes]:
         raise CliError(f"cannot write {name}: {exc.strerror}") from None
 
 
+def add_bootstrap_flag(parser: argparse.ArgumentParser) -> None:
+    """--bootstrap, shared by every command that talks to Kafka."""
+    parser.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers, comma-separated (env: SESSIONIZE_BOOTSTRAP)",
+    )
+
+
+def _worker_flags(parser: argparse.ArgumentParser) -> None:
+    add_config_flag(parser)
+    add_bootstrap_flag(parser)
+    parser.add_argument(
+        "--loglevel",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log level (default warning)",
+    )
+
+
+@command(
+    "worker",
+    "run a streaming worker (Faust) against Kafka",
+    "Consume raw events from the input topic, keep one session per device in a Faust table "
+    "backed by its changelog, expire sessions on time, and write session records, enriched "
+    "events, dead letters and partner records to their topics. Start more workers with the "
+    "same config to share the partitions. Stops cleanly on SIGINT/SIGTERM.",
+)(_worker_flags)
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pipeline.topics import KafkaUnavailable, input_partitions
+
+    config = config_from(args)
+    try:
+        partitions = asyncio.run(input_partitions(config))
+    except KafkaUnavailable as exc:
+        raise CliError(str(exc), EXIT_KAFKA) from None
+    from pipeline.worker import run_worker
+
+    run_worker(config, partitions, args.loglevel)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `sessionize` parser with every registered subcommand."""
     _load_commands()

@@ -17,7 +17,7 @@ import orjson
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 Validator = Callable[[Any], Any]
-ValidationError = fastjsonschema.JsonSchemaException
+ValidationError = fastjsonschema.JsonSchemaValueException
 
 
 def schema_path(name: str) -> Path:

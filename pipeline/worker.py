@@ -1,0 +1,448 @@
+"""The streaming worker: a thin Faust adapter around the session engine.
+
+Topics in, a table of device states, an agent per input topic, an expiry timer, and sinks.
+Every session decision is made by `pipeline.processor` / `pipeline.engine`.
+
+Delivery (at-least-once, nothing lost):
+- Messages are processed one by one; the records they emit are sent at once (not awaited).
+- Every `checkpoint_every` messages (or tick), a checkpoint awaits those sends, then writes
+  each changed device once to the table's changelog, then acks the messages. Faust commits
+  an offset only after flushing the producer, so a committed offset implies its outputs and
+  its state are in Kafka; a crash before that replays the messages against the older state,
+  which re-emits the same records (same session and event ids) instead of losing them.
+- Devices are processed on the partition their device id hashes to (Kafka's default murmur2
+  partitioner). A message found elsewhere (keyed otherwise, or not keyed) is validated, then
+  its events are forwarded to an internal repartition topic on the right partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.types import TP, EventT
+
+from pipeline.config import Config
+from pipeline.engine import Applied, DeviceState, Record
+from pipeline.events import ATTRIBUTE_NOT_NUMERIC, Rejection, dead_letter, parse_message
+from pipeline.expiry import DeadlineIndex, PartitionClock, device_now, due_at
+from pipeline.processor import Outputs, Processor
+
+log = logging.getLogger("sessionize.worker")
+
+ORIGIN_HEADER = "sessionize-origin"
+TABLE_NAME = "devices"
+
+
+def partition_for(device_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for key `device_id`."""
+    return (murmur2(device_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def table_key(app_id: str, device_id: str) -> bytes:
+    """The table key of a device: (app_id, device_id)."""
+    return orjson.dumps([app_id, device_id])
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """A device's table value: its states and when its last message arrived."""
+
+    states: list[DeviceState]
+    partition: int
+    arrival_ms: int = 0  # Kafka timestamp of the device's last message
+    latest_ts: int = 0  # newest event time seen on the device
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "partition": self.partition,
+                "arrival_ms": self.arrival_ms,
+                "latest_ts": self.latest_ts,
+                "states": [orjson.Fragment(s.to_json()) for s in self.states],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeviceRecord:
+        raw = orjson.loads(data)
+        states = [DeviceState.from_obj(s) for s in raw["states"]]
+        return cls(states, raw["partition"], raw["arrival_ms"], raw["latest_ts"])
+
+
+class SessionWorker:
+    """Processes input messages and timer ticks; owns the in-memory view of the device table."""
+
+    def __init__(self, app: faust.App, config: Config, partitions: int) -> None:
+        self.app = app
+        self.config = config
+        self.partitions = partitions
+        self.processor = Processor(config.sessions, config.partners)
+        self.grace_ms = round(config.worker.grace_s * 1000)
+        self.topics = config.topics
+        self.partner_topics = {p.name: p.topic for p in config.partners}
+        self.table = app.Table(
+            TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions, default=None
+        )
+        self.repartition_topic = app.topic(
+            f"{config.worker.app_id}-events.by-device",
+            key_type=bytes,
+            value_type=bytes,
+            partitions=partitions,
+            internal=True,
+        )
+        self.input_topic = app.topic(
+            config.topics.input, key_type=bytes, value_type=bytes, partitions=partitions
+        )
+        self.devices: dict[bytes, DeviceRecord] = {}
+        self.index = DeadlineIndex()
+        self.clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
+        self.positions: dict[TP, int] = {}
+        self.indexed: frozenset[int] = frozenset()
+        self.dirty: set[bytes] = set()
+        self.inflight: list[Awaitable[Any]] = []
+        self.unacked: list[EventT] = []
+        self.checkpoint_every = 500
+        self.lock = asyncio.Lock()
+        self.stats: dict[str, int] = defaultdict(int)
+
+    # Messages
+
+    async def on_message(self, event: EventT) -> None:
+        """Apply one input message (an event or a batch), from either input topic."""
+        message = event.message
+        value: bytes = message.value if isinstance(message.value, bytes) else b""
+        partition: int = message.partition
+        arrival_ms = _timestamp_ms(message.timestamp)
+        self.positions[message.tp] = message.offset + 1
+        self.clocks[partition].observe(arrival_ms)
+        origin, indices = self._origin(event)
+        parsed = parse_message(value, _wall_ms(), self.config.limits)
+        out = self.processor.new_outputs()
+        dead: list[tuple[bytes | None, bytes]] = []
+        for rejection in parsed.rejections:
+            dead.append(self._dead_letter(rejection, value, origin, message.key))
+        forward: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        forward_indices: dict[str, list[int | None]] = defaultdict(list)
+        for position, body in enumerate(parsed.events):
+            index = _index_of(position, parsed.indices, indices)
+            device_id: str = body["device_id"]
+            if partition_for(device_id, self.partitions) != partition:
+                forward[device_id].append(body)
+                forward_indices[device_id].append(index)
+                continue
+            verdict = self._apply(body, partition, arrival_ms, out)
+            if verdict is Applied.ATTRIBUTE_NOT_NUMERIC:
+                dead.append(self._not_numeric(body, index, value, origin, message.key))
+        for key, record in dead:
+            await self._send(self.topics.deadletter, key, record)
+        for device_id, bodies in forward.items():
+            await self._forward(device_id, bodies, origin, forward_indices[device_id], message)
+        await self._send_outputs(out)
+        self.unacked.append(event)
+        if len(self.unacked) >= self.checkpoint_every:
+            await self.checkpoint()
+
+    def _apply(self, body: Record, partition: int, arrival_ms: int, out: Outputs) -> Applied:
+        device_key = table_key(body["app_id"], body["device_id"])
+        device = self._device(device_key, body["app_id"], body["device_id"], partition)
+        verdict = self.processor.apply(device.states, body, out)
+        self.stats[verdict.value] += 1
+        if verdict is Applied.ATTRIBUTE_NOT_NUMERIC:
+            return verdict
+        if arrival_ms > device.arrival_ms:
+            device.arrival_ms = arrival_ms
+        if body["ts"] > device.latest_ts:
+            device.latest_ts = body["ts"]
+        self.dirty.add(device_key)
+        self._schedule(device_key, device)
+        return verdict
+
+    def _not_numeric(
+        self,
+        body: Record,
+        index: int | None,
+        message: bytes,
+        origin: dict[str, Any],
+        key: bytes | None,
+    ) -> tuple[bytes | None, bytes]:
+        attribute = body["attribute"]["key"]
+        error = f"increment of session attribute '{attribute}', which holds a non-number"
+        payload = orjson.dumps(body) if index is not None else None
+        rejection = Rejection(ATTRIBUTE_NOT_NUMERIC, error, index, payload)
+        return self._dead_letter(rejection, message, origin, key)
+
+    def _device(self, key: bytes, app_id: str, device_id: str, partition: int) -> DeviceRecord:
+        device = self.devices.get(key)
+        if device is None:
+            stored = self.table.data.get(key)
+            if stored is not None:
+                device = DeviceRecord.from_json(stored)
+            else:
+                device = DeviceRecord(self.processor.new_states(app_id, device_id), partition)
+            self.devices[key] = device
+        return device
+
+    def _schedule(self, key: bytes, device: DeviceRecord) -> None:
+        deadline = self.processor.deadline(device.states)
+        if deadline is not None:
+            due = due_at(device.arrival_ms, device.latest_ts, deadline, self.grace_ms)
+            self.index.schedule(device.partition, key, due)
+
+    def _origin(self, event: EventT) -> tuple[dict[str, Any], list[int | None] | None]:
+        message = event.message
+        headers: Any = message.headers or ()
+        for name, raw in headers.items() if isinstance(headers, dict) else headers:
+            if name == ORIGIN_HEADER:
+                forwarded = orjson.loads(raw)
+                return forwarded["origin"], forwarded["indices"]
+        return {
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+        }, None
+
+    async def _forward(
+        self,
+        device_id: str,
+        bodies: list[Record],
+        origin: dict[str, Any],
+        indices: list[int | None],
+        message: Any,
+    ) -> None:
+        header = orjson.dumps({"origin": origin, "indices": indices})
+        await self._send(
+            self.repartition_topic.get_topic_name(),
+            device_id.encode(),
+            orjson.dumps({"events": bodies}),
+            partition=partition_for(device_id, self.partitions),
+            timestamp=message.timestamp,
+            headers=[(ORIGIN_HEADER, header)],
+        )
+        self.stats["forwarded"] += len(bodies)
+
+    def _dead_letter(
+        self, rejection: Rejection, message: bytes, origin: dict[str, Any], key: bytes | None
+    ) -> tuple[bytes | None, bytes]:
+        self.stats[f"dead_letter.{rejection.reason}"] += 1
+        return key, orjson.dumps(dead_letter(rejection, message, origin))
+
+    async def _send_outputs(self, out: Outputs) -> None:
+        for record in out.sessions:
+            await self._send(
+                self.topics.sessions, record["device_id"].encode(), orjson.dumps(record)
+            )
+        for record in out.enriched:
+            await self._send(
+                self.topics.enriched, record["device_id"].encode(), orjson.dumps(record)
+            )
+        for name, records in out.partners.items():
+            topic = self.partner_topics[name]
+            for record in records:
+                await self._send(topic, _partner_key(record), orjson.dumps(record))
+
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        timestamp: float | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        # Enqueues without waiting for the broker (only for buffer space); delivery is
+        # awaited at the checkpoint.
+        delivery = await self.app.producer.send(topic, key, value, partition, timestamp, headers)
+        self.inflight.append(delivery)
+
+    # Checkpoints
+
+    async def checkpoint(self) -> None:
+        """Await the records sent so far, write changed devices to the changelog, ack messages."""
+        async with self.lock:
+            inflight, self.inflight = self.inflight, []
+            unacked, self.unacked = self.unacked, []
+            dirty, self.dirty = self.dirty, set()
+            if inflight:
+                await asyncio.gather(*inflight)
+            for key in dirty:
+                device = self.devices.get(key)
+                if device is None:
+                    continue
+                value = device.to_json()
+                self.table.data[key] = value
+                self.table.send_changelog(device.partition, key, value)
+            for event in unacked:
+                event.ack()
+
+    # Expiry
+
+    async def on_tick(self) -> None:
+        """Close sessions whose deadline has passed on their partition's clock."""
+        if not self._ready():
+            return
+        actives = self._active_partitions()
+        if actives != self.indexed:
+            await self._reindex(actives)
+        wall = _wall_ms()
+        out = self.processor.new_outputs()
+        for partition in actives:
+            clock = self.clocks[partition]
+            clock.caught_up = self._caught_up(partition)
+            now = clock.now(wall)
+            for key in self.index.pop_due(partition, now):
+                device = self.devices.get(key)
+                if device is None:
+                    continue
+                device_time = device_now(device.arrival_ms, device.latest_ts, now, self.grace_ms)
+                self.processor.expire(device.states, device_time, out)
+                self.dirty.add(key)
+                self._schedule(key, device)
+        await self._send_outputs(out)
+        if self.dirty or self.unacked or self.inflight:
+            await self.checkpoint()
+
+    def _ready(self) -> bool:
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]
+        return not self.app.rebalancing and not recovery.in_recovery
+
+    def _active_partitions(self) -> frozenset[int]:
+        names = {self.topics.input, self.repartition_topic.get_topic_name()}
+        actives = self.app.assignor.assigned_actives()
+        return frozenset(tp.partition for tp in actives if tp.topic in names)
+
+    def _caught_up(self, partition: int) -> bool:
+        consumer = self.app.consumer
+        for topic in (self.topics.input, self.repartition_topic.get_topic_name()):
+            tp = TP(topic, partition)
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not assigned (yet): not caught up
+                return False
+            if highwater is None or self.positions.get(tp, 0) < highwater:
+                return False
+        return True
+
+    async def _reindex(self, actives: frozenset[int]) -> None:
+        for partition in self.indexed - actives:
+            self.index.drop_partition(partition)
+            for key in [k for k, d in self.devices.items() if d.partition == partition]:
+                del self.devices[key]
+        for partition in actives - self.indexed:
+            self.clocks[partition] = PartitionClock()
+            for topic in (self.topics.input, self.repartition_topic.get_topic_name()):
+                tp = TP(topic, partition)
+                # Where this worker starts reading: its 'caught up' mark until it reads more.
+                position = await self.app.consumer.position(tp)
+                if position is not None:
+                    self.positions.setdefault(tp, position)
+        for key, stored in list(self.table.data.items()):
+            if stored is None:
+                continue
+            device = self.devices.get(key) or DeviceRecord.from_json(stored)
+            if device.partition in actives - self.indexed:
+                self.devices[key] = device
+                self._schedule(key, device)
+        self.indexed = actives
+        log.info("deadline index rebuilt: %d devices waiting", len(self.index))
+
+    async def on_revoked(self, revoked: Iterable[TP]) -> None:
+        """Partitions leave this worker: write what is pending first."""
+        await self.checkpoint()
+
+
+def _partner_key(record: Record) -> bytes | None:
+    for field_name in ("device_id", "client_id", "distinct_id", "external_id"):
+        value = record.get(field_name)
+        if isinstance(value, str):
+            return value.encode()
+    properties = record.get("properties")
+    if isinstance(properties, dict) and isinstance(properties.get("$device_id"), str):
+        return str(properties["$device_id"]).encode()
+    return None
+
+
+def _index_of(
+    position: int, indices: list[int] | None, forwarded: list[int | None] | None
+) -> int | None:
+    if forwarded is not None:
+        return forwarded[position]
+    return indices[position] if indices is not None else None
+
+
+def _timestamp_ms(timestamp: float | None) -> int:
+    return round(timestamp * 1000) if timestamp else _wall_ms()
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App, SessionWorker]:
+    """The Faust app of the worker, with its agents and timer."""
+    partitions = partitions or config.topics.partitions
+    settings = config.worker
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server.strip()}" for server in config.kafka.bootstrap.split(",")],
+        broker_credentials=_credentials(config),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=partitions,
+        topic_replication_factor=config.topics.replication,
+        web_enabled=settings.web_enabled,
+        web_bind="127.0.0.1",
+        web_port=settings.web_port,
+        datadir=settings.data_dir,
+        table_standby_replicas=0,
+        producer_linger_ms=5,
+        broker_commit_every=10_000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=4096,
+        consumer_auto_offset_reset="earliest",
+    )
+    worker = SessionWorker(app, config, partitions)
+
+    async def consume(stream: Any) -> None:
+        async for event in stream.noack().events():
+            await worker.on_message(event)
+
+    app.agent(worker.input_topic, name="sessionize-input")(consume)
+    app.agent(worker.repartition_topic, name="sessionize-by-device")(consume)
+    app.timer(settings.tick_s, name="sessionize-expiry")(worker.on_tick)
+
+    async def revoked(sender: Any, revoked: Any, **_: Any) -> None:
+        await worker.on_revoked(revoked)
+
+    app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+    return app, worker
+
+
+def _credentials(config: Config) -> Any:
+    kafka = config.kafka
+    options = kafka.client_options()
+    if kafka.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=options.get("ssl_context"),
+        )
+    if "ssl_context" in options:
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
+def run_worker(config: Config, partitions: int, loglevel: str = "warning") -> None:
+    """Run a worker until SIGINT/SIGTERM."""
+    app, _ = create_app(config, partitions)
+    faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
