@@ -1,0 +1,131 @@
+"""Helpers shared by the partner formats: record kinds, event names, property dictionaries.
+
+Event names for the lifecycle events follow mParticle's own forwarding of application state
+transitions and screen views, since this project forwards the same events mParticle does:
+
+- "Event" (mParticle Amplitude integration), https://docs.mparticle.com/integrations/amplitude/event/
+  ("Application State Transition Forwarding": Application Initialized / Exit / Background /
+  Foreground; "Screen Views": "Viewed ScreenName").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SESSION_START = "session_start"
+SESSION_END = "session_end"
+SESSION_RECORD_TYPES = frozenset({SESSION_START, SESSION_END})
+
+# mParticle's names for app state transitions; session_attribute has no mParticle counterpart.
+APP_STATE_EVENT_NAMES: Mapping[str, str] = {
+    "app_launch": "Application Initialized",
+    "app_foreground": "Application Foreground",
+    "app_background": "Application Background",
+    "app_terminate": "Application Exit",
+    "session_attribute": "Session Attribute",
+}
+
+_PREVIOUS_SESSION_FIELDS = (
+    "previous_session_id",
+    "previous_session_start_ts",
+    "previous_session_duration_ms",
+)
+
+
+def display_event_name(record: Mapping[str, Any]) -> str:
+    """Title-case event name of an enriched event, as mParticle forwards it to partners.
+
+    Screen views become "Viewed <name>", custom and commerce events keep their ``name`` (their
+    type when they have none), lifecycle events get mParticle's app state transition names.
+    """
+    kind: str = record["type"]
+    name = record.get("name")
+    if kind == "screen_view":
+        return f"Viewed {name}" if name else "Viewed Screen"
+    if kind in ("custom_event", "commerce_event"):
+        return name if name else kind
+    return APP_STATE_EVENT_NAMES[kind]
+
+
+def event_properties(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A new dict of an enriched event's properties: a session_attribute's change, then attributes.
+
+    Fixed keys come first and win over attributes of the same name.
+    """
+    change = record.get("attribute")
+    if record["type"] == "session_attribute" and isinstance(change, Mapping):
+        fixed = {
+            "attribute_key": change.get("key"),
+            "attribute_op": change.get("op"),
+            "attribute_value": change.get("value"),
+        }
+        return merged(fixed, record.get("attributes"))
+    attributes = record.get("attributes")
+    return dict(attributes) if isinstance(attributes, Mapping) else {}
+
+
+def session_properties(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A new dict describing a session record: its own fields first, then its attributes."""
+    if record["type"] == SESSION_START:
+        properties: dict[str, Any] = {"session_number": record["session_number"]}
+        for key in _PREVIOUS_SESSION_FIELDS:
+            value = record.get(key)
+            if value is not None:
+                properties[key] = value
+        return properties
+    fixed = {
+        "session_number": record["session_number"],
+        "duration_ms": record["duration_ms"],
+        "foreground_ms": record["foreground_ms"],
+        "event_count": record["event_count"],
+        "end_reason": record["end_reason"],
+    }
+    return merged(fixed, record.get("attributes"))
+
+
+def merged(fixed: dict[str, Any], attributes: Any) -> dict[str, Any]:
+    """``fixed`` (changed in place) followed by the ``attributes`` whose keys it lacks."""
+    if isinstance(attributes, Mapping):
+        for key, value in attributes.items():
+            fixed.setdefault(key, value)
+    return fixed
+
+
+def record_time(record: Mapping[str, Any]) -> int:
+    """When the record happened, epoch ms: session start, session end, or the event's ``ts``."""
+    kind = record["type"]
+    if kind == SESSION_START:
+        return int(record["start_ts"])
+    if kind == SESSION_END:
+        return int(record["end_ts"])
+    return int(record["ts"])
+
+
+def session_start_ts(record: Mapping[str, Any]) -> int:
+    """Start of the record's session, epoch ms, for session records and enriched events alike."""
+    if record["type"] in SESSION_RECORD_TYPES:
+        return int(record["start_ts"])
+    return int(record["session_start_ts"])
+
+
+def session_record_key(record: Mapping[str, Any]) -> str:
+    """Stable dedup key of a session record: ``<session_id>:start`` or ``<session_id>:end``."""
+    suffix = "start" if record["type"] == SESSION_START else "end"
+    return f"{record['session_id']}:{suffix}"
+
+
+def cleaned_keys(properties: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """``properties`` with keys Mixpanel and Braze accept: no leading ``$``, 1..max_length chars.
+
+    Both partners reserve ``$`` names. Returns the same dict when every key already fits. When
+    two keys clean to the same name the first one wins, so fixed properties placed first stay.
+    """
+    if all(key and key[0] != "$" and len(key) <= max_length for key in properties):
+        return properties
+    cleaned: dict[str, Any] = {}
+    for key, value in properties.items():
+        name = key.lstrip("$")[:max_length]
+        if name:
+            cleaned.setdefault(name, value)
+    return cleaned

@@ -1,0 +1,102 @@
+"""Braze: one ``/users/track`` event object per canonical record.
+
+Docs followed:
+- "Event object", https://braze.com/docs/api/objects_filters/event_object (one of
+  ``external_id`` / ``user_alias`` / ``braze_id`` required; ``app_id``; ``name``; ``time`` as
+  ISO 8601; ``properties``: names non-empty, at most 255 characters, no leading ``$``; values
+  numbers, booleans, datetimes, strings of at most 255 characters, arrays, objects; an
+  alias-only profile is only created when ``_update_existing_only`` is false).
+- "user alias object", https://braze.com/docs/api/objects_filters/user_alias_object/
+  (``{"alias_name", "alias_label"}``; ``alias_name`` at most 236 bytes).
+- "Event" (mParticle Braze integration), https://docs.mparticle.com/integrations/braze/event/
+  (server-to-server "Forward Session Events": session start and end become custom events
+  ``Session Start`` and ``Session End``, and ``session_id`` is sent as a property on session,
+  screen view and custom events; screen views are named after the screen, prefixed "Viewed"
+  for server-to-server requests unless "Forward Page Name as Braze Event Name" is set; leading
+  ``$`` removed from property keys).
+
+Mapping:
+- Who: ``external_id`` = user_id when known; otherwise ``user_alias`` =
+  ``{"alias_name": device_id, "alias_label": "device_id"}`` with ``_update_existing_only``
+  false, so Braze creates the anonymous profile (a device id over 236 bytes is replaced by its
+  SHA-256 in hex).
+- ``app_id`` = the canonical app_id (the sink may need to map it to a Braze app identifier).
+- ``name``: ``Session Start`` / ``Session End``, else ``_common.display_event_name``.
+- ``time``: ISO 8601 UTC with milliseconds, e.g. ``2024-06-01T12:00:00.250Z``.
+- ``properties``: the canonical ``session_id`` and ``session_number``, then the session's or
+  the event's own properties; null values dropped, strings and keys cut to 255 characters.
+- Braze has no deduplication key for events: a resent event is counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.partners._common import (
+    SESSION_RECORD_TYPES,
+    cleaned_keys,
+    display_event_name,
+    event_properties,
+    record_time,
+    session_properties,
+)
+
+FORMAT = "braze"
+
+SESSION_EVENT_NAMES: Mapping[str, str] = {
+    "session_start": "Session Start",
+    "session_end": "Session End",
+}
+ALIAS_LABEL = "device_id"
+MAX_ALIAS_NAME_BYTES = 236
+MAX_PROPERTY_LENGTH = 255
+
+
+def iso_time(epoch_ms: int) -> str:
+    """``epoch_ms`` as ISO 8601 UTC with milliseconds: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
+    seconds, millis = divmod(epoch_ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
+
+
+def alias_name(device_id: str) -> str:
+    """``device_id`` when it fits Braze's alias name limit, else its SHA-256 in hex."""
+    encoded = device_id.encode()
+    if len(encoded) <= MAX_ALIAS_NAME_BYTES:
+        return device_id
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One Braze event object for ``record``."""
+    kind = record["type"]
+    if kind in SESSION_RECORD_TYPES:
+        name = SESSION_EVENT_NAMES[kind]
+        extra = session_properties(record)
+    else:
+        name = display_event_name(record)
+        extra = event_properties(record)
+    user_id = record.get("user_id")
+    event: dict[str, Any]
+    if user_id:
+        event = {"external_id": user_id}
+    else:
+        alias = {"alias_name": alias_name(record["device_id"]), "alias_label": ALIAS_LABEL}
+        event = {"user_alias": alias, "_update_existing_only": False}
+    event["app_id"] = record["app_id"]
+    event["name"] = name
+    event["time"] = iso_time(record_time(record))
+    properties: dict[str, Any] = {
+        "session_id": record["session_id"],
+        "session_number": record["session_number"],
+    }
+    for key, value in cleaned_keys(extra, MAX_PROPERTY_LENGTH).items():
+        if value is None:
+            continue
+        if isinstance(value, str) and len(value) > MAX_PROPERTY_LENGTH:
+            value = value[:MAX_PROPERTY_LENGTH]
+        properties.setdefault(key, value)
+    event["properties"] = properties
+    return [event]

@@ -1,0 +1,21 @@
+"""The canonical format of pipeline/partners/canonical.py."""
+
+from __future__ import annotations
+
+from pipeline.partners.canonical import translate
+
+
+def test_records_pass_unchanged_as_a_new_dict(canonical_input):
+    for record in canonical_input:
+        [output] = translate(record)
+        assert output == record
+        assert output is not record
+
+
+def test_session_and_event_keys_are_unique_across_the_input(canonical_input):
+    keys = [
+        (output["type"], output.get("event_id"), output["session_id"])
+        for record in canonical_input
+        for output in translate(record)
+    ]
+    assert len(set(keys)) == len(keys)
