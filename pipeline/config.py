@@ -78,6 +78,9 @@ class WorkerSettings:
     data_dir: str = ".sessionize-data"
     web_port: int = 6066
     web_enabled: bool = False
+    # Names this worker's transactional producer; stable across restarts, unique per worker.
+    instance_id: str = "worker-1"
+    checkpoint_every: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,8 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "data_dir": (str,),
         "web_port": (int,),
         "web_enabled": (bool,),
+        "instance_id": (str,),
+        "checkpoint_every": (int,),
     },
 }
 _PARTNER_KEYS: dict[str, tuple[type, ...]] = {

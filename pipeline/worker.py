@@ -3,13 +3,17 @@
 Topics in, a table of device states, an agent per input topic, an expiry timer, and sinks.
 Every session decision is made by `pipeline.processor` / `pipeline.engine`.
 
-Delivery (at-least-once, nothing lost):
-- Messages are processed one by one; the records they emit are sent at once (not awaited).
-- Every `checkpoint_every` messages (or tick), a checkpoint awaits those sends, then writes
-  each changed device once to the table's changelog, then acks the messages. Faust commits
-  an offset only after flushing the producer, so a committed offset implies its outputs and
-  its state are in Kafka; a crash before that replays the messages against the older state,
-  which re-emits the same records (same session and event ids) instead of losing them.
+Delivery (exactly once for read_committed consumers, nothing lost):
+- Messages are processed one by one; the records they emit are sent at once, inside the open
+  Kafka transaction of this worker's producer.
+- Every `checkpoint_every` messages (and on every timer tick), a checkpoint writes each changed
+  device once to the table's changelog, adds the consumed offsets, and commits the
+  transaction: outputs, state and offsets become visible together, or not at all. After a crash
+  the restarted worker fences the old producer (its open transaction is aborted), recovers the
+  table from the committed changelog and replays from the committed offsets, so no record is
+  lost and none (a session_start included) is delivered twice.
+- Faust reads its changelog and inputs with isolation_level=read_committed (see
+  `_read_committed_only`): it would otherwise recover state from aborted transactions.
 - Devices are processed on the partition their device id hashes to (Kafka's default murmur2
   partitioner). A message found elsewhere (keyed otherwise, or not keyed) is validated, then
   its events are forwarded to an internal repartition topic on the right partition.
@@ -25,9 +29,11 @@ from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import aiokafka
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
 from faust.types import TP, EventT
 
 from pipeline.config import Config
@@ -105,14 +111,17 @@ class SessionWorker:
         self.devices: dict[bytes, DeviceRecord] = {}
         self.index = DeadlineIndex()
         self.clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
-        self.positions: dict[TP, int] = {}
+        self.positions: dict[TP, int] = {}  # next offset after the last processed message
+        self.processed_at: dict[TP, float] = {}  # monotonic time of the last processed message
         self.indexed: frozenset[int] = frozenset()
         self.dirty: set[bytes] = set()
         self.inflight: list[Awaitable[Any]] = []
         self.unacked: list[EventT] = []
-        self.checkpoint_every = 500
+        self.uncommitted: dict[TP, int] = {}
+        self.checkpoint_every = config.worker.checkpoint_every
         self.lock = asyncio.Lock()
         self.stats: dict[str, int] = defaultdict(int)
+        self.producer: aiokafka.AIOKafkaProducer | None = None
 
     # Messages
 
@@ -122,7 +131,9 @@ class SessionWorker:
         value: bytes = message.value if isinstance(message.value, bytes) else b""
         partition: int = message.partition
         arrival_ms = _timestamp_ms(message.timestamp)
-        self.positions[message.tp] = message.offset + 1
+        await self._ensure_producer()
+        self.positions[message.tp] = self.uncommitted[message.tp] = message.offset + 1
+        self.processed_at[message.tp] = time.monotonic()
         self.clocks[partition].observe(arrival_ms)
         origin, indices = self._origin(event)
         parsed = parse_message(value, _wall_ms(), self.config.limits)
@@ -259,29 +270,53 @@ class SessionWorker:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         # Enqueues without waiting for the broker (only for buffer space); delivery is
-        # awaited at the checkpoint.
-        delivery = await self.app.producer.send(topic, key, value, partition, timestamp, headers)
+        # awaited at the checkpoint, before the transaction commits.
+        assert self.producer is not None
+        delivery = await self.producer.send(
+            topic,
+            value,
+            key=key,
+            partition=partition,
+            timestamp_ms=round(timestamp * 1000) if timestamp else None,
+            headers=headers,
+        )
         self.inflight.append(delivery)
+
+    async def _ensure_producer(self) -> None:
+        if self.producer is None:
+            self.producer = transactional_producer(self.config)
+            await self.producer.start()
+            await self.producer.begin_transaction()
 
     # Checkpoints
 
     async def checkpoint(self) -> None:
-        """Await the records sent so far, write changed devices to the changelog, ack messages."""
+        """Commit the transaction: records sent so far, changed devices, consumed offsets."""
         async with self.lock:
+            if self.producer is None:
+                return
+            changelog = self.table.changelog_topic.get_topic_name()
+            for key in self.dirty:
+                device = self.devices.get(key)
+                if device is not None:
+                    value = device.to_json()
+                    self.table.data[key] = value
+                    await self._send(changelog, key, value, partition=device.partition)
+            self.dirty = set()
             inflight, self.inflight = self.inflight, []
-            unacked, self.unacked = self.unacked, []
-            dirty, self.dirty = self.dirty, set()
             if inflight:
                 await asyncio.gather(*inflight)
-            for key in dirty:
-                device = self.devices.get(key)
-                if device is None:
-                    continue
-                value = device.to_json()
-                self.table.data[key] = value
-                self.table.send_changelog(device.partition, key, value)
+            if self.uncommitted:
+                offsets = {
+                    TopicPartition(tp.topic, tp.partition): o for tp, o in self.uncommitted.items()
+                }
+                await self.producer.send_offsets_to_transaction(offsets, self.app.conf.id)
+            await self.producer.commit_transaction()
+            self.uncommitted = {}
+            unacked, self.unacked = self.unacked, []
             for event in unacked:
-                event.ack()
+                event.ack()  # Faust's own commit then repeats offsets the transaction committed
+            await self.producer.begin_transaction()
 
     # Expiry
 
@@ -289,6 +324,7 @@ class SessionWorker:
         """Close sessions whose deadline has passed on their partition's clock."""
         if not self._ready():
             return
+        await self._ensure_producer()
         actives = self._active_partitions()
         if actives != self.indexed:
             await self._reindex(actives)
@@ -296,7 +332,7 @@ class SessionWorker:
         out = self.processor.new_outputs()
         for partition in actives:
             clock = self.clocks[partition]
-            clock.caught_up = self._caught_up(partition)
+            clock.caught_up = await self._caught_up(partition)
             now = clock.now(wall)
             for key in self.index.pop_due(partition, now):
                 device = self.devices.get(key)
@@ -319,15 +355,22 @@ class SessionWorker:
         actives = self.app.assignor.assigned_actives()
         return frozenset(tp.partition for tp in actives if tp.topic in names)
 
-    def _caught_up(self, partition: int) -> bool:
+    async def _caught_up(self, partition: int) -> bool:
+        """Nothing left to read on the partition: everything fetched and processed."""
         consumer = self.app.consumer
+        quiet_since = time.monotonic() - self.config.worker.tick_s
         for topic in (self.topics.input, self.repartition_topic.get_topic_name()):
             tp = TP(topic, partition)
             try:
                 highwater = consumer.highwater(tp)
+                fetched = await consumer.position(tp)
             except Exception:  # not assigned (yet): not caught up
                 return False
-            if highwater is None or self.positions.get(tp, 0) < highwater:
+            if highwater is None or fetched is None or fetched < highwater:
+                return False
+            # Transaction markers take offsets too: fetched to the end, and nothing processed
+            # for a tick means nothing is left in Faust's buffers either.
+            if self.positions.get(tp, 0) < highwater and self.processed_at.get(tp, 0) > quiet_since:
                 return False
         return True
 
@@ -338,12 +381,6 @@ class SessionWorker:
                 del self.devices[key]
         for partition in actives - self.indexed:
             self.clocks[partition] = PartitionClock()
-            for topic in (self.topics.input, self.repartition_topic.get_topic_name()):
-                tp = TP(topic, partition)
-                # Where this worker starts reading: its 'caught up' mark until it reads more.
-                position = await self.app.consumer.position(tp)
-                if position is not None:
-                    self.positions.setdefault(tp, position)
         for key, stored in list(self.table.data.items()):
             if stored is None:
                 continue
@@ -410,6 +447,7 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
         stream_buffer_maxsize=4096,
         consumer_auto_offset_reset="earliest",
     )
+    _read_committed_only()
     worker = SessionWorker(app, config, partitions)
 
     async def consume(stream: Any) -> None:
@@ -442,7 +480,48 @@ def _credentials(config: Config) -> Any:
     return None
 
 
+def transactional_producer(config: Config) -> aiokafka.AIOKafkaProducer:
+    """This worker's producer: one transactional id per worker instance, stable over restarts."""
+    return aiokafka.AIOKafkaProducer(
+        transactional_id=f"{config.worker.app_id}-{config.worker.instance_id}",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        **config.kafka.client_options(),
+    )
+
+
+async def fence_previous_instance(config: Config) -> None:
+    """Abort the transaction a killed predecessor left open, before Faust recovers the table.
+
+    Initializing a producer with the same transactional id fences the old one and aborts its
+    open transaction; until then read_committed readers of the changelog would stall on it.
+    """
+    producer = transactional_producer(config)
+    await producer.start()
+    await producer.stop()
+
+
+def _read_committed_only() -> None:
+    # Faust picks read_committed only for its own exactly_once mode, whose producer cannot
+    # write tables; the worker does its own transactions, so Faust's consumer must skip
+    # records of aborted ones (changelog recovery included).
+    consumer_class = aiokafka.AIOKafkaConsumer
+    if getattr(consumer_class, "_sessionize_read_committed", False):
+        return
+
+    class ReadCommittedConsumer(consumer_class):  # type: ignore[misc, valid-type]
+        _sessionize_read_committed = True
+
+        def __init__(self, *topics: str, **options: Any) -> None:
+            options["isolation_level"] = "read_committed"
+            super().__init__(*topics, **options)
+
+    aiokafka.AIOKafkaConsumer = ReadCommittedConsumer
+
+
 def run_worker(config: Config, partitions: int, loglevel: str = "warning") -> None:
     """Run a worker until SIGINT/SIGTERM."""
+    asyncio.run(fence_previous_instance(config))
     app, _ = create_app(config, partitions)
     faust.Worker(app, loglevel=loglevel.upper(), quiet=True).execute_from_commandline()
