@@ -7,6 +7,7 @@ partners on one topic) raises ConfigError with one line a person can act on.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -141,6 +142,7 @@ _PARTNER_KEYS: dict[str, tuple[type, ...]] = {
     "attributes_allowlist": (list,),
     "session_timeout_s": (int, float),
 }
+_PARTNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Short environment names for the settings people set most.
 _ENV_ALIASES = {
     "SESSIONIZE_BOOTSTRAP": ("kafka", "bootstrap"),
@@ -295,6 +297,10 @@ def _partners(tables: list[dict[str, Any]]) -> list[Partner]:
             if required not in table:
                 raise ConfigError(f"partners[{index}] has no '{required}'")
         name, fmt = table["name"], table["format"]
+        if not _PARTNER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"partner name '{name}' must be letters, digits, '.', '_' or '-' (it names a file)"
+            )
         if fmt not in FORMATS:
             known = ", ".join(sorted(FORMATS))
             raise ConfigError(f"partner '{name}': unknown format '{fmt}' (known: {known})")

@@ -51,6 +51,8 @@ class OpenSession:
     timeout_ms: int  # background timeout in force: the app's, or the latest per-event override
     foreground_since: int | None  # None while backgrounded
     foreground_ms: int = 0
+    # Foreground time is counted up to here; spans never overlap, even for out-of-order input.
+    counted_until: int = 0
     event_count: int = 0
     user_id: str | None = None
     user_ids: list[str] = field(default_factory=list)
@@ -234,6 +236,7 @@ class SessionRules:
             last_ts=ts,
             timeout_ms=self._config.timeout_ms(app_id),
             foreground_since=None if event["type"] == APP_BACKGROUND else ts,
+            counted_until=ts,
         )
         state.open = session
         previous = state.last_closed
@@ -269,10 +272,11 @@ class SessionRules:
         if kind == APP_BACKGROUND:
             if session.foreground_since is not None:
                 session.foreground_ms += max(0, ts - session.foreground_since)
+                session.counted_until = max(session.counted_until, ts)
                 session.foreground_since = None
         elif kind == APP_FOREGROUND:
             if session.foreground_since is None:
-                session.foreground_since = ts
+                session.foreground_since = max(ts, session.counted_until)
         elif kind == SESSION_ATTRIBUTE:
             change = event["attribute"]
             key = change["key"]

@@ -149,6 +149,14 @@ def encode_payload(payload: bytes) -> tuple[str, str]:
         return base64.b64encode(payload).decode("ascii"), "base64"
 
 
+def batch_event_as_sent(message: bytes, index: int) -> bytes:
+    """The bytes of event `index` of a batch message as the SDK sent it (nothing inherited)."""
+    try:
+        return orjson.dumps(orjson.loads(message)["events"][index])
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        return message
+
+
 def dead_letter(rejection: Rejection, message: bytes, origin: dict[str, Any]) -> dict[str, Any]:
     """The dead-letter record of a rejection; `origin` is {"line": n} or topic/partition/offset."""
     payload, encoding = encode_payload(

@@ -19,7 +19,13 @@ import orjson
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.events import ATTRIBUTE_NOT_NUMERIC, Rejection, dead_letter, parse_message
+from pipeline.events import (
+    ATTRIBUTE_NOT_NUMERIC,
+    Rejection,
+    batch_event_as_sent,
+    dead_letter,
+    parse_message,
+)
 from pipeline.processor import Outputs, Processor
 
 _FLUSH_EVERY = 2048  # lines between writes: big writes, bounded memory
@@ -128,7 +134,7 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
 def _not_numeric(event: Record, index: int | None, message: bytes, line: int) -> Record:
     key = event["attribute"]["key"]
     error = f"increment of session attribute '{key}', which holds a non-number"
-    payload = orjson.dumps(event) if index is not None else None
+    payload = batch_event_as_sent(message, index) if index is not None else None
     return dead_letter(
         Rejection(ATTRIBUTE_NOT_NUMERIC, error, index, payload), message, {"line": line}
     )

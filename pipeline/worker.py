@@ -38,7 +38,13 @@ from faust.types import TP, EventT
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.events import ATTRIBUTE_NOT_NUMERIC, Rejection, dead_letter, parse_message
+from pipeline.events import (
+    ATTRIBUTE_NOT_NUMERIC,
+    Rejection,
+    batch_event_as_sent,
+    dead_letter,
+    parse_message,
+)
 from pipeline.expiry import DeadlineIndex, PartitionClock, device_now, due_at
 from pipeline.processor import Outputs, Processor
 
@@ -187,7 +193,7 @@ class SessionWorker:
     ) -> tuple[bytes | None, bytes]:
         attribute = body["attribute"]["key"]
         error = f"increment of session attribute '{attribute}', which holds a non-number"
-        payload = orjson.dumps(body) if index is not None else None
+        payload = batch_event_as_sent(message, index) if index is not None else None
         rejection = Rejection(ATTRIBUTE_NOT_NUMERIC, error, index, payload)
         return self._dead_letter(rejection, message, origin, key)
 

@@ -433,3 +433,17 @@ def test_state_round_trips_through_json() -> None:
     )
     restored = DeviceState.from_json(device.state.to_json())
     assert restored == device.state
+
+
+def test_foreground_ms_never_exceeds_duration_with_out_of_order_events() -> None:
+    device = Device()
+    device.send(
+        ev("app_launch", T0 + 100),
+        ev("app_foreground", T0),  # stamped before the session started
+        ev("app_background", T0 + 200),
+        ev("app_foreground", T0 + 150),  # out of order: overlaps the span already counted
+        ev("app_terminate", T0 + 200),
+    )
+    (end,) = device.ends
+    assert end["duration_ms"] == 100
+    assert end["foreground_ms"] == 100

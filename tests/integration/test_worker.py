@@ -1,0 +1,291 @@
+"""The streaming worker against a real Apache Kafka broker (SPEC sections 2, 3 and 5).
+
+Each test compares the worker's topics with offline mode on the same input, or checks a rule
+that only streaming has (live expiry, restarts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.workload import WorkloadSpec, generate_keyed_messages
+from tests.integration.harness import (
+    Pipeline,
+    all_sessions_closed,
+    consume,
+    dead_letter_shape,
+    per_device,
+    produce,
+    read_jsonl,
+)
+
+pytestmark = pytest.mark.kafka
+
+FAST = {"session_timeout_s": 3, "idle_timeout_s": 6}
+DAY_MS = 86_400_000
+
+
+def decoded(records: dict[str, list[bytes]], topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for v in records[topic]]
+
+
+async def stream_outputs(
+    pipeline: Pipeline, timeout_s: float = 90
+) -> dict[str, list[dict[str, Any]]]:
+    topics = [pipeline.topic(role) for role in ("sessions", "enriched", "deadletter")]
+    records = await consume(pipeline.bootstrap, topics, all_sessions_closed(pipeline), timeout_s)
+    # A little longer, so that late duplicates, if any, would show up.
+    extra = await consume(pipeline.bootstrap, topics, lambda r: False, 2.0)
+    assert all(len(extra[t]) == len(records[t]) for t in topics) or extra == records
+    records = extra if sum(map(len, extra.values())) > sum(map(len, records.values())) else records
+    return {
+        role: decoded(records, pipeline.topic(role))
+        for role in ("sessions", "enriched", "deadletter")
+    }
+
+
+def assert_same_as_offline(
+    pipeline: Pipeline,
+    messages: list[tuple[bytes | None, bytes]],
+    stream: dict[str, list[dict[str, Any]]],
+) -> None:
+    offline = pipeline.offline(messages)
+    expected_sessions = per_device(read_jsonl(offline / "sessions.jsonl"))
+    expected_enriched = per_device(read_jsonl(offline / "enriched.jsonl"))
+    assert per_device(stream["sessions"]) == expected_sessions, pipeline.worker_log()
+    assert per_device(stream["enriched"]) == expected_enriched
+    expected_dead = Counter(map(dead_letter_shape, read_jsonl(offline / "dead_letter.jsonl")))
+    assert Counter(map(dead_letter_shape, stream["deadletter"])) == expected_dead
+    assert {d["topic"] for d in stream["deadletter"]} <= {pipeline.topic("raw")}
+
+
+def workload(
+    devices: int, batch_size: int, seed: int, keyed: bool = True
+) -> list[tuple[bytes | None, bytes]]:
+    spec = WorkloadSpec(devices=devices, events_per_device=25, batch_size=batch_size, seed=seed)
+    return [(key if keyed else None, value) for key, value in generate_keyed_messages(spec)]
+
+
+def test_workload_through_kafka_gives_the_offline_sessions(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions=FAST)
+    messages = workload(devices=150, batch_size=4, seed=11)
+    pipeline.start_worker()
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
+    stream = asyncio.run(stream_outputs(pipeline))
+    assert_same_as_offline(pipeline, messages, stream)
+
+
+def test_unkeyed_input_is_repartitioned_and_gives_the_same_sessions(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions=FAST)
+    messages = workload(devices=80, batch_size=1, seed=12, keyed=False)
+    pipeline.start_worker()
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
+    stream = asyncio.run(stream_outputs(pipeline))
+    assert_same_as_offline(pipeline, messages, stream)
+
+
+def test_replayed_backlog_of_old_events_is_not_expired_by_the_wall_clock(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions={"session_timeout_s": 60, "idle_timeout_s": 1800})
+    start = time.time_ns() // 1_000_000 - 3 * DAY_MS
+    lifecycle = [
+        ("app_launch", 0),
+        ("app_background", 10_000),
+        ("app_foreground", 69_999),  # 59.999 s in the background: same session
+        ("app_background", 80_000),
+        ("custom_event", 130_000),  # in the background: pushes the deadline back
+        ("app_foreground", 189_999),
+        ("app_background", 200_000),
+        ("app_foreground", 260_000),  # exactly the timeout: a new session
+        ("app_terminate", 261_000),
+    ]
+    messages = [
+        (
+            b"old-device",
+            orjson.dumps(
+                {
+                    "event_id": f"old-{i}",
+                    "app_id": "a",
+                    "device_id": "old-device",
+                    "type": kind,
+                    "ts": start + offset,
+                }
+            ),
+        )
+        for i, (kind, offset) in enumerate(lifecycle)
+    ]
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
+    pipeline.start_worker()
+    stream = asyncio.run(stream_outputs(pipeline, timeout_s=60))
+    ends = [r for r in stream["sessions"] if r["type"] == "session_end"]
+    assert [e["end_reason"] for e in ends] == ["timeout", "terminate"]
+    assert_same_as_offline(pipeline, messages, stream)
+
+
+def test_quiet_backgrounded_session_ends_within_timeout_plus_grace_plus_2s(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions={"session_timeout_s": 2}, grace_s=1.0)
+    pipeline.start_worker()
+    # Wait until the worker answers, so its start-up time is not counted.
+    now = time.time_ns() // 1_000_000
+    ping = orjson.dumps(
+        {"event_id": "p", "app_id": "a", "device_id": "ping", "type": "app_terminate", "ts": now}
+    )
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), [(b"ping", ping)]))
+    asyncio.run(
+        consume(
+            pipeline.bootstrap,
+            [pipeline.topic("sessions")],
+            lambda r: len(r[pipeline.topic("sessions")]) >= 2,
+            60,
+        )
+    )
+
+    now = time.time_ns() // 1_000_000
+    events = [
+        {"event_id": "l1", "app_id": "a", "device_id": "quiet", "type": "app_launch", "ts": now},
+        {
+            "event_id": "l2",
+            "app_id": "a",
+            "device_id": "quiet",
+            "type": "app_background",
+            "ts": now + 5,
+        },
+    ]
+    asyncio.run(
+        produce(
+            pipeline.bootstrap, pipeline.topic("raw"), [(b"quiet", orjson.dumps(e)) for e in events]
+        )
+    )
+    sent = time.monotonic()
+
+    def quiet_ended(records: dict[str, list[bytes]]) -> bool:
+        return any(
+            r["type"] == "session_end" and r["device_id"] == "quiet"
+            for r in map(orjson.loads, records[pipeline.topic("sessions")])
+        )
+
+    asyncio.run(consume(pipeline.bootstrap, [pipeline.topic("sessions")], quiet_ended, 30))
+    elapsed = time.monotonic() - sent
+    assert elapsed <= 2 + 1 + 2, f"session_end after {elapsed:.1f} s"
+    assert elapsed >= 2, f"session_end after {elapsed:.1f} s: earlier than the timeout"
+
+
+def test_sigkill_mid_stream_loses_nothing_and_delivers_nothing_twice(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions=FAST)
+    messages = workload(devices=300, batch_size=2, seed=13)
+    first, second = messages[: len(messages) // 2], messages[len(messages) // 2 :]
+    pipeline.start_worker()
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), first))
+    # Kill it while it is busy with the first half, then queue the rest as a backlog.
+    asyncio.run(
+        consume(
+            pipeline.bootstrap,
+            [pipeline.topic("enriched")],
+            lambda r: len(r[pipeline.topic("enriched")]) > 200,
+            60,
+        )
+    )
+    pipeline.workers[-1].send_signal(signal.SIGKILL)
+    pipeline.workers[-1].wait(10)
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), second))
+    pipeline.start_worker()
+    stream = asyncio.run(stream_outputs(pipeline, timeout_s=120))
+
+    starts = [r["session_id"] for r in stream["sessions"] if r["type"] == "session_start"]
+    assert len(starts) == len(set(starts)), "a session_start was delivered twice"
+    event_keys = [(r["session_id"], r["event_id"]) for r in stream["enriched"]]
+    assert len(event_keys) == len(set(event_keys)), "an enriched event was delivered twice"
+    assert_same_as_offline(pipeline, messages, stream)
+
+
+def test_clean_restart_recovers_open_sessions_with_their_ids(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions={"session_timeout_s": 60})
+    now = time.time_ns() // 1_000_000
+
+    def event(event_id: str, kind: str, ts: int) -> tuple[bytes, bytes]:
+        body = {"event_id": event_id, "app_id": "a", "device_id": "d", "type": kind, "ts": ts}
+        return b"d", orjson.dumps(body)
+
+    pipeline.start_worker()
+    asyncio.run(
+        produce(pipeline.bootstrap, pipeline.topic("raw"), [event("r1", "app_launch", now)])
+    )
+    asyncio.run(
+        consume(
+            pipeline.bootstrap,
+            [pipeline.topic("enriched")],
+            lambda r: len(r[pipeline.topic("enriched")]) >= 1,
+            60,
+        )
+    )
+    pipeline.stop_workers(signal.SIGTERM)
+    pipeline.start_worker()
+    asyncio.run(
+        produce(
+            pipeline.bootstrap, pipeline.topic("raw"), [event("r2", "app_terminate", now + 1000)]
+        )
+    )
+    records = asyncio.run(
+        consume(
+            pipeline.bootstrap,
+            [pipeline.topic("sessions"), pipeline.topic("enriched")],
+            all_sessions_closed(pipeline),
+            60,
+        )
+    )
+    sessions = decoded(records, pipeline.topic("sessions"))
+    enriched = decoded(records, pipeline.topic("enriched"))
+    assert [r["type"] for r in sessions] == ["session_start", "session_end"]
+    assert sessions[1]["event_count"] == 2
+    assert {e["session_id"] for e in enriched} == {sessions[0]["session_id"]}
+    assert [e["session_seq"] for e in enriched] == [1, 2]
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_processing_goes_on(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    pipeline = pipeline_factory(sessions=FAST, input={"max_event_bytes": 10_000})
+    now = time.time_ns() // 1_000_000
+    good = {"event_id": "g1", "app_id": "a", "device_id": "d", "type": "app_terminate", "ts": now}
+    messages: list[tuple[bytes | None, bytes]] = [
+        (b"d", b"\xff\xfe\x00garbage"),
+        (None, b'{"event_id": 1, "app_id": "a", "device_id": "d", "type": "app_launch", "ts": 1}'),
+        (b"d", orjson.dumps({**good, "event_id": "big", "name": "x" * 20_000})),
+        (b"d", b"[1,2,3]"),
+        (b"d", orjson.dumps({**good, "ts": 5})),
+        (b"d", orjson.dumps(good)),
+    ]
+    pipeline.start_worker()
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
+    stream = asyncio.run(stream_outputs(pipeline, timeout_s=60))
+    reasons = [d["reason"] for d in stream["deadletter"]]
+    assert sorted(reasons) == sorted(
+        ["malformed_json", "invalid_event", "too_large", "malformed_json", "timestamp_out_of_range"]
+    )
+    assert {
+        d["payload_encoding"] for d in stream["deadletter"] if d["reason"] == "malformed_json"
+    } == {"base64", "utf-8"}
+    assert all(
+        isinstance(d["offset"], int) and d["topic"] == pipeline.topic("raw")
+        for d in stream["deadletter"]
+    )
+    assert [e["event_id"] for e in stream["enriched"]] == ["g1"]
