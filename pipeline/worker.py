@@ -32,6 +32,7 @@ from typing import Any
 import aiokafka
 import faust
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 from faust.types import TP, EventT
@@ -52,6 +53,9 @@ log = logging.getLogger("sessionize.worker")
 
 ORIGIN_HEADER = "sessionize-origin"
 TABLE_NAME = "devices"
+# Written outside transactions after each commit, so the changelog ends with a record Faust's
+# recovery can read (it waits for the last offset, which would otherwise be a commit marker).
+CHECKPOINT_KEY = b"\x00checkpoint"
 
 
 def partition_for(device_id: str, partitions: int) -> int:
@@ -128,11 +132,18 @@ class SessionWorker:
         self.lock = asyncio.Lock()
         self.stats: dict[str, int] = defaultdict(int)
         self.producer: aiokafka.AIOKafkaProducer | None = None
+        self.marker_producer: aiokafka.AIOKafkaProducer | None = None
 
     # Messages
 
     async def on_message(self, event: EventT) -> None:
         """Apply one input message (an event or a batch), from either input topic."""
+        # One message, tick or checkpoint at a time: nothing is sent between a transaction's
+        # commit and the next one's start, and no message straddles two transactions.
+        async with self.lock:
+            await self._on_message(event)
+
+    async def _on_message(self, event: EventT) -> None:
         message = event.message
         value: bytes = message.value if isinstance(message.value, bytes) else b""
         partition: int = message.partition
@@ -166,7 +177,7 @@ class SessionWorker:
         await self._send_outputs(out)
         self.unacked.append(event)
         if len(self.unacked) >= self.checkpoint_every:
-            await self.checkpoint()
+            await self._commit()
 
     def _apply(self, body: Record, partition: int, arrival_ms: int, out: Outputs) -> Applied:
         device_key = table_key(body["app_id"], body["device_id"])
@@ -290,6 +301,8 @@ class SessionWorker:
 
     async def _ensure_producer(self) -> None:
         if self.producer is None:
+            self.marker_producer = marker_producer(self.config)
+            await self.marker_producer.start()
             self.producer = transactional_producer(self.config)
             await self.producer.start()
             await self.producer.begin_transaction()
@@ -299,35 +312,45 @@ class SessionWorker:
     async def checkpoint(self) -> None:
         """Commit the transaction: records sent so far, changed devices, consumed offsets."""
         async with self.lock:
-            if self.producer is None:
-                return
-            changelog = self.table.changelog_topic.get_topic_name()
-            for key in self.dirty:
-                device = self.devices.get(key)
-                if device is not None:
-                    value = device.to_json()
-                    self.table.data[key] = value
-                    await self._send(changelog, key, value, partition=device.partition)
-            self.dirty = set()
-            inflight, self.inflight = self.inflight, []
-            if inflight:
-                await asyncio.gather(*inflight)
-            if self.uncommitted:
-                offsets = {
-                    TopicPartition(tp.topic, tp.partition): o for tp, o in self.uncommitted.items()
-                }
-                await self.producer.send_offsets_to_transaction(offsets, self.app.conf.id)
-            await self.producer.commit_transaction()
-            self.uncommitted = {}
-            unacked, self.unacked = self.unacked, []
-            for event in unacked:
-                event.ack()  # Faust's own commit then repeats offsets the transaction committed
-            await self.producer.begin_transaction()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        if self.producer is None:
+            return
+        changelog = self.table.changelog_topic.get_topic_name()
+        touched: set[int] = set()
+        for key in self.dirty:
+            device = self.devices.get(key)
+            if device is not None:
+                value = device.to_json()
+                self.table.data[key] = value
+                await self._send(changelog, key, value, partition=device.partition)
+                touched.add(device.partition)
+        self.dirty = set()
+        inflight, self.inflight = self.inflight, []
+        if inflight:
+            await asyncio.gather(*inflight)
+        if self.uncommitted:
+            offsets = {
+                TopicPartition(tp.topic, tp.partition): o for tp, o in self.uncommitted.items()
+            }
+            await self.producer.send_offsets_to_transaction(offsets, self.app.conf.id)
+        await self.producer.commit_transaction()
+        await write_checkpoint_markers(self.marker_producer, changelog, touched)
+        self.uncommitted = {}
+        unacked, self.unacked = self.unacked, []
+        for event in unacked:
+            event.ack()  # Faust's own commit then repeats offsets the transaction committed
+        await self.producer.begin_transaction()
 
     # Expiry
 
     async def on_tick(self) -> None:
         """Close sessions whose deadline has passed on their partition's clock."""
+        async with self.lock:
+            await self._on_tick()
+
+    async def _on_tick(self) -> None:
         if not self._ready():
             return
         await self._ensure_producer()
@@ -339,6 +362,9 @@ class SessionWorker:
         for partition in actives:
             clock = self.clocks[partition]
             clock.caught_up = await self._caught_up(partition)
+            log.debug(
+                "partition %d: caught up %s, clock %d", partition, clock.caught_up, clock.now(wall)
+            )
             now = clock.now(wall)
             for key in self.index.pop_due(partition, now):
                 device = self.devices.get(key)
@@ -350,7 +376,7 @@ class SessionWorker:
                 self._schedule(key, device)
         await self._send_outputs(out)
         if self.dirty or self.unacked or self.inflight:
-            await self.checkpoint()
+            await self._commit()
 
     def _ready(self) -> bool:
         recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]
@@ -388,7 +414,7 @@ class SessionWorker:
         for partition in actives - self.indexed:
             self.clocks[partition] = PartitionClock()
         for key, stored in list(self.table.data.items()):
-            if stored is None:
+            if not stored or key == CHECKPOINT_KEY:
                 continue
             device = self.devices.get(key) or DeviceRecord.from_json(stored)
             if device.partition in actives - self.indexed:
@@ -452,6 +478,9 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
         broker_commit_interval=1.0,
         stream_buffer_maxsize=4096,
         consumer_auto_offset_reset="earliest",
+        # A killed worker's group membership lapses after this, letting its successor in.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=3.0,
     )
     _read_committed_only()
     worker = SessionWorker(app, config, partitions)
@@ -497,8 +526,26 @@ def transactional_producer(config: Config) -> aiokafka.AIOKafkaProducer:
     )
 
 
+def marker_producer(config: Config) -> aiokafka.AIOKafkaProducer:
+    """A plain idempotent producer, for the changelog's checkpoint markers."""
+    return aiokafka.AIOKafkaProducer(enable_idempotence=True, **config.kafka.client_options())
+
+
+async def write_checkpoint_markers(
+    producer: aiokafka.AIOKafkaProducer | None, changelog: str, partitions: Iterable[int]
+) -> None:
+    """End each changelog partition with a non-transactional record (see CHECKPOINT_KEY)."""
+    if producer is None:
+        return
+    sent = [
+        await producer.send(changelog, b"", key=CHECKPOINT_KEY, partition=p) for p in partitions
+    ]
+    await asyncio.gather(*sent)
+
+
 async def fence_previous_instance(config: Config) -> None:
-    """Abort the transaction a killed predecessor left open, before Faust recovers the table.
+    """Before Faust recovers the table: abort what a killed predecessor left open, and end the
+    changelog with a record Faust can read.
 
     Initializing a producer with the same transactional id fences the old one and aborts its
     open transaction; until then read_committed readers of the changelog would stall on it.
@@ -506,6 +553,22 @@ async def fence_previous_instance(config: Config) -> None:
     producer = transactional_producer(config)
     await producer.start()
     await producer.stop()
+    changelog = f"{config.worker.app_id}-{TABLE_NAME}-changelog"
+    admin = AIOKafkaAdminClient(**config.kafka.client_options())
+    await admin.start()
+    try:
+        if changelog not in await admin.list_topics():
+            return  # a first start: nothing to recover (and nothing auto-created here)
+        (described,) = await admin.describe_topics([changelog])
+        partitions = sorted(p["partition"] for p in described["partitions"])
+    finally:
+        await admin.close()
+    markers = marker_producer(config)
+    await markers.start()
+    try:
+        await write_checkpoint_markers(markers, changelog, partitions)
+    finally:
+        await markers.stop()
 
 
 def _read_committed_only() -> None:

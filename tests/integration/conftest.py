@@ -24,6 +24,7 @@ def pipeline_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[
         directory.mkdir()
         pipeline = Pipeline(kafka_bootstrap, directory, name, settings)
         pipeline.write_config()
+        pipeline.create_topics()
         made.append(pipeline)
         return pipeline
 

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.config import load_config
 from pipeline.offline import run_offline
+from pipeline.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = ("sessions", "enriched", "deadletter")
@@ -72,11 +73,24 @@ class Pipeline:
                 lines.append(f'topic = "{self.topic("partner." + partner["name"])}"')
         self.config_path.write_text("\n".join(lines) + "\n")
 
+    def create_topics(self) -> None:
+        """Create the pipeline's topics with the configured partitions (not 1 by auto-create)."""
+        asyncio.run(ensure_topics(load_config(self.config_path, env={})))
+
     def start_worker(self) -> subprocess.Popen[bytes]:
         log = (self.directory / f"worker-{len(self.workers)}.log").open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker", "--config", str(self.config_path)],
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "worker",
+                "--config",
+                str(self.config_path),
+                "--loglevel",
+                os.environ.get("SESSIONIZE_TEST_LOGLEVEL", "warning"),
+            ],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -129,6 +143,22 @@ async def produce(
         futures = [
             await producer.send(topic, value, key=key, timestamp_ms=timestamp_ms)
             for key, value in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def produce_routed(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes, int | None]]
+) -> None:
+    """Send (key, value, partition) in order; partition None lets the partitioner choose."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, key=key, partition=partition)
+            for key, value, partition in messages
         ]
         await asyncio.gather(*futures)
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from tests.integration.harness import (
     dead_letter_shape,
     per_device,
     produce,
+    produce_routed,
     read_jsonl,
 )
 
@@ -60,18 +62,57 @@ def assert_same_as_offline(
     offline = pipeline.offline(messages)
     expected_sessions = per_device(read_jsonl(offline / "sessions.jsonl"))
     expected_enriched = per_device(read_jsonl(offline / "enriched.jsonl"))
-    assert per_device(stream["sessions"]) == expected_sessions, pipeline.worker_log()
-    assert per_device(stream["enriched"]) == expected_enriched
+    assert_same_per_device(per_device(stream["sessions"]), expected_sessions, pipeline)
+    assert_same_per_device(per_device(stream["enriched"]), expected_enriched, pipeline)
     expected_dead = Counter(map(dead_letter_shape, read_jsonl(offline / "dead_letter.jsonl")))
     assert Counter(map(dead_letter_shape, stream["deadletter"])) == expected_dead
     assert {d["topic"] for d in stream["deadletter"]} <= {pipeline.topic("raw")}
 
 
-def workload(
-    devices: int, batch_size: int, seed: int, keyed: bool = True
-) -> list[tuple[bytes | None, bytes]]:
+def assert_same_per_device(
+    actual: dict[Any, list[dict[str, Any]]],
+    expected: dict[Any, list[dict[str, Any]]],
+    pipeline: Pipeline,
+) -> None:
+    differing = sorted(
+        k for k in actual.keys() | expected.keys() if actual.get(k) != expected.get(k)
+    )
+    if differing:
+        key = differing[0]
+        got, want = actual.get(key, []), expected.get(key, [])
+        lines = [f"{len(differing)} devices differ; first {key}:"]
+        for i in range(max(len(got), len(want))):
+            a = got[i] if i < len(got) else None
+            b = want[i] if i < len(want) else None
+            if a != b:
+                lines.append(f"  [{i}] stream : {a}")
+                lines.append(f"  [{i}] offline: {b}")
+        raise AssertionError("\n".join(lines[:12]) + "\n" + pipeline.worker_log()[-2000:])
+
+
+def workload(devices: int, batch_size: int, seed: int) -> list[tuple[bytes | None, bytes]]:
+    """Generated messages keyed by device, without per-event timeouts: the generator's 30-120 s
+    ones would keep these tests waiting that long (per-event timeouts are tested on their own)."""
     spec = WorkloadSpec(devices=devices, events_per_device=25, batch_size=batch_size, seed=seed)
-    return [(key if keyed else None, value) for key, value in generate_keyed_messages(spec)]
+    return [(key, _without_event_timeouts(value)) for key, value in generate_keyed_messages(spec)]
+
+
+def _without_event_timeouts(message: bytes) -> bytes:
+    if b"session_timeout_s" not in message:
+        return message
+    document = orjson.loads(message)
+    for event in document.get("events", [document]):
+        if isinstance(event, dict):
+            event.pop("session_timeout_s", None)
+    return orjson.dumps(document)
+
+
+def _device_of(message: bytes) -> str | None:
+    try:
+        document = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    return document.get("device_id") if isinstance(document, dict) else None
 
 
 def test_workload_through_kafka_gives_the_offline_sessions(
@@ -85,13 +126,26 @@ def test_workload_through_kafka_gives_the_offline_sessions(
     assert_same_as_offline(pipeline, messages, stream)
 
 
-def test_unkeyed_input_is_repartitioned_and_gives_the_same_sessions(
-    pipeline_factory: Callable[..., Pipeline],
+@pytest.mark.parametrize("keying", ["by-app", "unkeyed-crc32"])
+def test_input_not_keyed_by_device_is_repartitioned_and_gives_the_same_sessions(
+    pipeline_factory: Callable[..., Pipeline], keying: str
 ) -> None:
+    """Keyed by app (murmur2), or unkeyed on a partition picked by another hash (as librdkafka's
+    default partitioner does): each device's messages stay in order on one partition, but
+    mostly not on the partition its device id hashes to, so the worker must forward them."""
     pipeline = pipeline_factory(sessions=FAST)
-    messages = workload(devices=80, batch_size=1, seed=12, keyed=False)
+    messages = workload(devices=80, batch_size=2, seed=12)
+    routed: list[tuple[bytes | None, bytes, int | None]] = []
+    for _, value in messages:
+        device = _device_of(value)
+        if keying == "by-app":
+            app = orjson.loads(value).get("app_id", "") if device else ""
+            routed.append((str(app).encode(), value, None))
+        else:
+            partition = zlib.crc32((device or "").encode()) % 3
+            routed.append((None, value, partition))
     pipeline.start_worker()
-    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
+    asyncio.run(produce_routed(pipeline.bootstrap, pipeline.topic("raw"), routed))
     stream = asyncio.run(stream_outputs(pipeline))
     assert_same_as_offline(pipeline, messages, stream)
 
@@ -135,10 +189,13 @@ def test_replayed_backlog_of_old_events_is_not_expired_by_the_wall_clock(
     assert_same_as_offline(pipeline, messages, stream)
 
 
+@pytest.mark.parametrize(
+    ("configured", "per_event"), [(2, None), (60, 2)], ids=["config-timeout", "per-event-timeout"]
+)
 def test_quiet_backgrounded_session_ends_within_timeout_plus_grace_plus_2s(
-    pipeline_factory: Callable[..., Pipeline],
+    pipeline_factory: Callable[..., Pipeline], configured: int, per_event: int | None
 ) -> None:
-    pipeline = pipeline_factory(sessions={"session_timeout_s": 2}, grace_s=1.0)
+    pipeline = pipeline_factory(sessions={"session_timeout_s": configured}, grace_s=1.0)
     pipeline.start_worker()
     # Wait until the worker answers, so its start-up time is not counted.
     now = time.time_ns() // 1_000_000
@@ -166,6 +223,8 @@ def test_quiet_backgrounded_session_ends_within_timeout_plus_grace_plus_2s(
             "ts": now + 5,
         },
     ]
+    if per_event is not None:
+        events[1]["session_timeout_s"] = per_event
     asyncio.run(
         produce(
             pipeline.bootstrap, pipeline.topic("raw"), [(b"quiet", orjson.dumps(e)) for e in events]
