@@ -23,15 +23,18 @@ Mapping:
   ``client_id``; the pipeline has no such id.)
 - Every event's params start with ``session_id`` (session start in whole SECONDS, as a string,
   like gtag's session id), ``session_number`` and ``engagement_time_msec``.
-- session_start -> ``app_session_start``, NOT ``session_start``: GA4 reserves that name and
-  drops it when sent through the Measurement Protocol (it derives its own session_start from
-  ``session_id``). session_end -> ``app_session_end`` with ``engagement_time_msec`` = the
-  session's foreground time, plus duration, event count, end reason and attributes.
+- session_start -> a ``session_start`` event, as SPEC section 6 asks. Note: GA4 lists
+  ``session_start`` among its reserved names and may drop it when sent through the Measurement
+  Protocol (it derives its own session_start from ``session_id``); the record is still the
+  pipeline's explicit session boundary. session_end -> ``session_end`` with
+  ``engagement_time_msec`` = the session's foreground time, plus duration, event count, end
+  reason and attributes. An app event named ``session_start`` is still renamed, so only the
+  pipeline's own session records carry that name.
 - screen_view -> ``screen_view`` with ``screen_name``; custom and commerce events -> their name;
   lifecycle events -> mParticle's app state transition names in snake case
   (``application_background``: ``app_background`` is reserved). Enriched events carry
   ``engagement_time_msec`` = 1 so GA4 counts them as user activity without double counting the
-  foreground time reported by ``app_session_end``.
+  foreground time reported by ``session_end``.
 - Names are sanitized: runs of other characters become ``_``, names not starting with a letter
   or reserved get an ``event_`` (events) or ``param_`` (params) prefix, then cut to 40
   characters. Param values: strings cut to 100 characters, booleans as "true"/"false", numbers
@@ -58,8 +61,8 @@ from pipeline.partners._common import (
 
 FORMAT = "ga4"
 
-SESSION_START_EVENT = "app_session_start"
-SESSION_END_EVENT = "app_session_end"
+SESSION_START_EVENT = "session_start"
+SESSION_END_EVENT = "session_end"
 APP_STATE_EVENT_NAMES: Mapping[str, str] = {
     "app_launch": "application_initialized",
     "app_foreground": "application_foreground",
