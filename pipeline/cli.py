@@ -197,6 +197,39 @@ def _open_output(name: str) -> IO[bytes]:
         raise CliError(f"cannot write {name}: {exc.strerror}") from None
 
 
+def _align_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input", required=True, metavar="FILE", help="JSONL of events or batches; '-' reads stdin"
+    )
+    add_config_flag(parser)
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also compare kit timeouts of 10 s to 30 min against the pipeline's sessions",
+    )
+
+
+@command(
+    "align",
+    "compare each partner's own session timeout with the pipeline's",
+    "Kits keep their own sessions (Braze 10 s, Amplitude 5 min, GA4/Mixpanel 30 min). For each "
+    "configured partner, report how many sessions its session_timeout_s gives against the "
+    "pipeline's, and the share of events whose session has the same boundaries under both, so "
+    "you can pick kit settings that line up.",
+)(_align_flags)
+def _align(args: argparse.Namespace) -> int:
+    from pipeline.align import align, read_events, render, sweep
+
+    config = config_from(args)
+    with _open_input(args.input) as source:
+        events = read_events(source, config, time.time_ns() // 1_000_000)
+    print(render(align(events, config)))
+    if args.sweep:
+        print()
+        print(render(sweep(events, config)))
+    return 0
+
+
 def add_bootstrap_flag(parser: argparse.ArgumentParser) -> None:
     """--bootstrap, shared by every command that talks to Kafka."""
     parser.add_argument(

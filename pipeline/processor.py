@@ -45,6 +45,13 @@ class Profile:
     canonical: bool
 
 
+def kit_config(sessions: SessionConfig, timeout_s: float) -> SessionConfig:
+    """The rules a partner kit with its own fixed timeout applies (no app or SDK overrides)."""
+    return replace(
+        sessions, session_timeout_s=timeout_s, app_session_timeout_s={}, honor_event_timeout=False
+    )
+
+
 class Processor:
     """Applies events to a device's states (one per profile) and routes what they emit."""
 
@@ -54,12 +61,7 @@ class Processor:
         profiles = [Profile(SessionRules(sessions), own, canonical=True)]
         timeouts = sorted({p.session_timeout_s for p in partners if p.session_timeout_s})
         for timeout in timeouts:
-            kit = replace(
-                sessions,
-                session_timeout_s=timeout,
-                app_session_timeout_s={},
-                honor_event_timeout=False,
-            )
+            kit = kit_config(sessions, timeout)
             members = tuple(p for p in partners if p.session_timeout_s == timeout)
             profiles.append(Profile(SessionRules(kit), members, canonical=False))
         self.profiles: tuple[Profile, ...] = tuple(profiles)
