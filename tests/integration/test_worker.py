@@ -348,3 +348,42 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_processing_goes_on(
         for d in stream["deadletter"]
     )
     assert [e["event_id"] for e in stream["enriched"]] == ["g1"]
+
+
+def test_worker_fills_every_partner_topic_like_offline(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    partners = [
+        {"name": "canonical", "format": "canonical"},
+        {"name": "amplitude", "format": "amplitude"},
+        {"name": "ga4", "format": "ga4", "event_types": ["screen_view", "commerce_event"]},
+        {"name": "mixpanel", "format": "mixpanel", "attributes_allowlist": ["sku"]},
+        {"name": "braze", "format": "braze", "session_timeout_s": 1},
+    ]
+    pipeline = pipeline_factory(sessions=FAST, partners=partners)
+    messages = workload(devices=40, batch_size=3, seed=21)
+    pipeline.start_worker()
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
+    asyncio.run(stream_outputs(pipeline))  # every pipeline session closed
+    offline = pipeline.offline(messages)
+    topics = {p["name"]: pipeline.topic("partner." + p["name"]) for p in partners}
+    expected = {
+        name: Counter(
+            orjson.dumps(r, option=orjson.OPT_SORT_KEYS)
+            for r in read_jsonl(offline / "partners" / f"{name}.jsonl")
+        )
+        for name in topics
+    }
+
+    def complete(records: dict[str, list[bytes]]) -> bool:
+        return all(len(records[topics[n]]) >= sum(expected[n].values()) for n in topics)
+
+    records = asyncio.run(consume(pipeline.bootstrap, list(topics.values()), complete, 60))
+    for name, topic in topics.items():
+        got = Counter(
+            orjson.dumps(orjson.loads(v), option=orjson.OPT_SORT_KEYS) for v in records[topic]
+        )
+        assert got == expected[name], (
+            f"partner {name}: {sum(got.values())} vs {sum(expected[name].values())}"
+        )
+        assert got, f"partner {name} got nothing"
