@@ -11,10 +11,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY pipeline/ pipeline/
 COPY schemas/ schemas/
-# pipeline.schemas reads the JSON Schemas from the folder beside the package, which
-# `pip install .` does not ship: put them where the installed package looks for them.
+# The JSON Schemas ship inside the package (pipeline.schema_files, see pyproject.toml).
 RUN pip install . \
-    && cp -r schemas "$(cd / && python -c 'import pipeline.schemas as s; print(s.SCHEMA_DIR)')" \
     && cd / && rm -rf /src \
     && useradd --system --home-dir /var/lib/sessionize --create-home sessionize
 

@@ -14,7 +14,16 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+def _schema_dir() -> Path:
+    # Installed: the package data pipeline.schema_files; from a checkout: ../schemas.
+    checkout = Path(__file__).resolve().parent.parent / "schemas"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "schema_files"
+
+
+SCHEMA_DIR = _schema_dir()
 
 Validator = Callable[[Any], Any]
 ValidationError = fastjsonschema.JsonSchemaValueException
