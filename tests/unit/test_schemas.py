@@ -7,6 +7,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pipeline.schemas import ValidationError, validator
 from tests.schema_check import validator as reference_validator
 
