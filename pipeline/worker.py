@@ -22,10 +22,11 @@ Delivery (exactly once for read_committed consumers, nothing lost):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,7 @@ class SessionWorker:
         self.stats: dict[str, int] = defaultdict(int)
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.marker_producer: aiokafka.AIOKafkaProducer | None = None
+        self.broken = False
 
     # Messages
 
@@ -140,8 +142,24 @@ class SessionWorker:
         """Apply one input message (an event or a batch), from either input topic."""
         # One message, tick or checkpoint at a time: nothing is sent between a transaction's
         # commit and the next one's start, and no message straddles two transactions.
-        async with self.lock:
+        async with self.lock, self._whole():
             await self._on_message(event)
+
+    @contextlib.asynccontextmanager
+    async def _whole(self) -> AsyncIterator[None]:
+        # A message or tick cut short (cancelled at shutdown, or failed) may have changed state
+        # without sending all it owes: its transaction must never commit, so it is aborted and
+        # the input replayed from the last commit.
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.broken = True
+            raise
+        except Exception as exc:
+            self.broken = True
+            log.exception("stopping the worker: a message or tick failed")
+            await self.app.crash(exc)
+            raise
 
     async def _on_message(self, event: EventT) -> None:
         message = event.message
@@ -149,7 +167,7 @@ class SessionWorker:
         partition: int = message.partition
         arrival_ms = _timestamp_ms(message.timestamp)
         await self._ensure_producer()
-        self.positions[message.tp] = self.uncommitted[message.tp] = message.offset + 1
+        self.positions[message.tp] = message.offset + 1
         self.processed_at[message.tp] = time.monotonic()
         self.clocks[partition].observe(arrival_ms)
         origin, indices = self._origin(event)
@@ -175,6 +193,7 @@ class SessionWorker:
         for device_id, bodies in forward.items():
             await self._forward(device_id, bodies, origin, forward_indices[device_id], message)
         await self._send_outputs(out)
+        self.uncommitted[message.tp] = message.offset + 1
         self.unacked.append(event)
         if len(self.unacked) >= self.checkpoint_every:
             await self._commit()
@@ -315,7 +334,7 @@ class SessionWorker:
             await self._commit()
 
     async def _commit(self) -> None:
-        if self.producer is None:
+        if self.producer is None or self.broken:
             return
         changelog = self.table.changelog_topic.get_topic_name()
         touched: set[int] = set()
@@ -347,7 +366,7 @@ class SessionWorker:
 
     async def on_tick(self) -> None:
         """Close sessions whose deadline has passed on their partition's clock."""
-        async with self.lock:
+        async with self.lock, self._whole():
             await self._on_tick()
 
     async def _on_tick(self) -> None:
@@ -423,6 +442,14 @@ class SessionWorker:
         self.indexed = actives
         log.info("deadline index rebuilt: %d devices waiting", len(self.index))
 
+    async def on_shutdown(self) -> None:
+        """The consumer has stopped: commit what is whole, then close the producers."""
+        await self.checkpoint()
+        for producer in (self.producer, self.marker_producer):
+            if producer is not None:
+                await producer.stop()
+        self.producer = self.marker_producer = None
+
     async def on_revoked(self, revoked: Iterable[TP]) -> None:
         """Partitions leave this worker: write what is pending first."""
         await self.checkpoint()
@@ -478,6 +505,8 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
         broker_commit_interval=1.0,
         stream_buffer_maxsize=4096,
         consumer_auto_offset_reset="earliest",
+        # Messages are acked at checkpoints, which stop with the worker: don't wait for acks.
+        stream_wait_empty=False,
         # A killed worker's group membership lapses after this, letting its successor in.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
@@ -496,7 +525,11 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
     async def revoked(sender: Any, revoked: Any, **_: Any) -> None:
         await worker.on_revoked(revoked)
 
+    async def shutdown(sender: Any, **_: Any) -> None:
+        await worker.on_shutdown()
+
     app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(shutdown)  # type: ignore[arg-type]
     return app, worker
 
 
