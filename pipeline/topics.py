@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -46,12 +47,14 @@ def pipeline_topics(config: Config) -> Iterator[tuple[str, str]]:
 async def _admin(config: Config) -> AIOKafkaAdminClient:
     options = config.kafka.client_options()
     admin = AIOKafkaAdminClient(request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000), **options)
+    started = time.monotonic()
     try:
         await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT_S)
     except (TimeoutError, KafkaConnectionError, OSError) as exc:
         await admin.close()
+        waited = time.monotonic() - started
         raise KafkaUnavailable(
-            f"cannot reach Kafka at {config.kafka.bootstrap} after {CONNECT_TIMEOUT_S:.0f} s "
+            f"cannot reach Kafka at {config.kafka.bootstrap} after {waited:.1f} s "
             f"({type(exc).__name__})"
         ) from None
     return admin
