@@ -62,6 +62,7 @@ class Pipeline:
             f'app_id = "{self.name}"',
             f"grace_s = {self.settings.get('grace_s', 1.0)}",
             "tick_s = 0.25",
+            f"web_port = {self.settings.get('web_port', 6066)}",
             f'data_dir = "{self.directory / "data"}"',
         ]
         for partner in self.settings.get(

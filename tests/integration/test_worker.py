@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 import zlib
 from collections import Counter
@@ -323,7 +324,8 @@ def test_clean_restart_recovers_open_sessions_with_their_ids(
 def test_bad_messages_go_to_the_dead_letter_topic_and_processing_goes_on(
     pipeline_factory: Callable[..., Pipeline],
 ) -> None:
-    pipeline = pipeline_factory(sessions=FAST, input={"max_event_bytes": 10_000})
+    web_port = _free_port()
+    pipeline = pipeline_factory(sessions=FAST, input={"max_event_bytes": 10_000}, web_port=web_port)
     now = time.time_ns() // 1_000_000
     good = {"event_id": "g1", "app_id": "a", "device_id": "d", "type": "app_terminate", "ts": now}
     messages: list[tuple[bytes | None, bytes]] = [
@@ -349,6 +351,16 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_processing_goes_on(
         for d in stream["deadletter"]
     )
     assert [e["event_id"] for e in stream["enriched"]] == ["g1"]
+    # The web server is off: Faust's known trap of binding it anyway did not happen.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", web_port), timeout=2).close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def test_worker_fills_every_partner_topic_like_offline(
