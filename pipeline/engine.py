@@ -8,6 +8,7 @@ clock or touches Kafka: offline mode and the Faust worker both drive the same ru
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ class Applied(Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     ATTRIBUTE_NOT_NUMERIC = "attribute_not_numeric"
+    ATTRIBUTE_OUT_OF_RANGE = "attribute_out_of_range"
+
+    @property
+    def rejected(self) -> bool:
+        """The event was refused: it had no effect and belongs in the dead letters."""
+        return self in _REJECTIONS
 
 
 @dataclass(slots=True)
@@ -133,8 +140,19 @@ def _seconds_to_ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+_REJECTIONS = frozenset((Applied.ATTRIBUTE_NOT_NUMERIC, Applied.ATTRIBUTE_OUT_OF_RANGE))
+# What the outputs can carry: JSON writers (orjson) hold integers in this range, and finite floats.
+_MIN_INT, _MAX_INT = -(2**63), 2**64 - 1
+
+
 def _is_number(value: Any) -> bool:
     return type(value) is int or type(value) is float
+
+
+def _representable(value: int | float) -> bool:
+    if type(value) is int:
+        return _MIN_INT <= value <= _MAX_INT
+    return math.isfinite(value)
 
 
 class SessionRules:
@@ -177,8 +195,10 @@ class SessionRules:
         deadline = self.deadline(state)
         if deadline is not None and ts >= deadline:
             self._close_expired(state, out)
-        if kind == SESSION_ATTRIBUTE and not self._can_apply_attribute(state, event["attribute"]):
-            return Applied.ATTRIBUTE_NOT_NUMERIC
+        if kind == SESSION_ATTRIBUTE:
+            refused = self._attribute_refusal(state, event["attribute"])
+            if refused is not None:
+                return refused
         if kind == APP_LAUNCH and state.open is not None:
             self._close(state, END_FORCE_QUIT, out)
         session = state.open
@@ -217,12 +237,16 @@ class SessionRules:
         backgrounded = state.open is not None and state.open.foreground_since is None
         self._close(state, END_TIMEOUT if backgrounded else END_IDLE, out)
 
-    def _can_apply_attribute(self, state: DeviceState, change: Mapping[str, Any]) -> bool:
-        # Runs after expiry, before any effect: a rejected event changes nothing.
+    def _attribute_refusal(self, state: DeviceState, change: Mapping[str, Any]) -> Applied | None:
+        # Runs after expiry, before any effect: a refused event changes nothing.
         if change["op"] != "increment" or state.open is None:
-            return True
+            return None
         current = state.open.attributes.get(change["key"], 0)
-        return _is_number(current)
+        if not _is_number(current):
+            return Applied.ATTRIBUTE_NOT_NUMERIC
+        if not _representable(current + change["value"]):
+            return Applied.ATTRIBUTE_OUT_OF_RANGE
+        return None
 
     def _open(self, state: DeviceState, event: Record, out: list[Record]) -> OpenSession:
         ts: int = event["ts"]

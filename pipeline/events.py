@@ -157,6 +157,23 @@ def batch_event_as_sent(message: bytes, index: int) -> bytes:
         return message
 
 
+_ATTRIBUTE_REFUSALS: Final = {
+    # engine verdict -> (reason code, error)
+    "attribute_not_numeric": (ATTRIBUTE_NOT_NUMERIC, "which holds a non-number"),
+    "attribute_out_of_range": (INVALID_EVENT, "whose result would be out of range"),
+}
+
+
+def attribute_rejection(
+    verdict: str, event: dict[str, Any], index: int | None, message: bytes
+) -> Rejection:
+    """The rejection of a session_attribute event the session rules refused (`verdict`)."""
+    reason, why = _ATTRIBUTE_REFUSALS[verdict]
+    error = f"increment of session attribute '{event['attribute']['key']}', {why}"
+    payload = batch_event_as_sent(message, index) if index is not None else None
+    return Rejection(reason, error, index, payload)
+
+
 def dead_letter(rejection: Rejection, message: bytes, origin: dict[str, Any]) -> dict[str, Any]:
     """The dead-letter record of a rejection; `origin` is {"line": n} or topic/partition/offset."""
     payload, encoding = encode_payload(

@@ -19,13 +19,7 @@ import orjson
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.events import (
-    ATTRIBUTE_NOT_NUMERIC,
-    Rejection,
-    batch_event_as_sent,
-    dead_letter,
-    parse_message,
-)
+from pipeline.events import attribute_rejection, dead_letter, parse_message
 from pipeline.processor import Outputs, Processor
 
 _FLUSH_EVERY = 2048  # lines between writes: big writes, bounded memory
@@ -117,8 +111,9 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
                     summary.duplicates += 1
                 else:
                     index = parsed.indices[position] if parsed.indices is not None else None
-                    dead.append(_not_numeric(event, index, message, number))
-                    summary.dead_letters[ATTRIBUTE_NOT_NUMERIC] += 1
+                    rejection = attribute_rejection(verdict.value, event, index, message)
+                    dead.append(dead_letter(rejection, message, {"line": number}))
+                    summary.dead_letters[rejection.reason] += 1
             summary.lines = number
             if number % _FLUSH_EVERY == 0:
                 writers.write(out, dead, summary)
@@ -129,15 +124,6 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
         writers.close()
     (output_dir / "summary.json").write_bytes(summary.to_json() + b"\n")
     return summary
-
-
-def _not_numeric(event: Record, index: int | None, message: bytes, line: int) -> Record:
-    key = event["attribute"]["key"]
-    error = f"increment of session attribute '{key}', which holds a non-number"
-    payload = batch_event_as_sent(message, index) if index is not None else None
-    return dead_letter(
-        Rejection(ATTRIBUTE_NOT_NUMERIC, error, index, payload), message, {"line": line}
-    )
 
 
 def summary_line(summary: Summary) -> str:

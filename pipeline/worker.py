@@ -40,13 +40,7 @@ from faust.types import TP, EventT
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.events import (
-    ATTRIBUTE_NOT_NUMERIC,
-    Rejection,
-    batch_event_as_sent,
-    dead_letter,
-    parse_message,
-)
+from pipeline.events import Rejection, attribute_rejection, dead_letter, parse_message
 from pipeline.expiry import DeadlineIndex, PartitionClock, device_now, due_at
 from pipeline.processor import Outputs, Processor
 
@@ -186,8 +180,9 @@ class SessionWorker:
                 forward_indices[device_id].append(index)
                 continue
             verdict = self._apply(body, partition, arrival_ms, out)
-            if verdict is Applied.ATTRIBUTE_NOT_NUMERIC:
-                dead.append(self._not_numeric(body, index, value, origin, message.key))
+            if verdict.rejected:
+                rejection = attribute_rejection(verdict.value, body, index, value)
+                dead.append(self._dead_letter(rejection, value, origin, message.key))
         for key, record in dead:
             await self._send(self.topics.deadletter, key, record)
         for device_id, bodies in forward.items():
@@ -203,7 +198,7 @@ class SessionWorker:
         device = self._device(device_key, body["app_id"], body["device_id"], partition)
         verdict = self.processor.apply(device.states, body, out)
         self.stats[verdict.value] += 1
-        if verdict is Applied.ATTRIBUTE_NOT_NUMERIC:
+        if verdict.rejected:
             return verdict
         if arrival_ms > device.arrival_ms:
             device.arrival_ms = arrival_ms
@@ -212,20 +207,6 @@ class SessionWorker:
         self.dirty.add(device_key)
         self._schedule(device_key, device)
         return verdict
-
-    def _not_numeric(
-        self,
-        body: Record,
-        index: int | None,
-        message: bytes,
-        origin: dict[str, Any],
-        key: bytes | None,
-    ) -> tuple[bytes | None, bytes]:
-        attribute = body["attribute"]["key"]
-        error = f"increment of session attribute '{attribute}', which holds a non-number"
-        payload = batch_event_as_sent(message, index) if index is not None else None
-        rejection = Rejection(ATTRIBUTE_NOT_NUMERIC, error, index, payload)
-        return self._dead_letter(rejection, message, origin, key)
 
     def _device(self, key: bytes, app_id: str, device_id: str, partition: int) -> DeviceRecord:
         device = self.devices.get(key)

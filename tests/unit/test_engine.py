@@ -447,3 +447,20 @@ def test_foreground_ms_never_exceeds_duration_with_out_of_order_events() -> None
     (end,) = device.ends
     assert end["duration_ms"] == 100
     assert end["foreground_ms"] == 100
+
+
+@pytest.mark.parametrize(
+    ("start", "step"), [(2**64 - 1, 1), (-(2**63), -1), (1e308, 1e308)], ids=["u64", "i64", "inf"]
+)
+def test_increment_out_of_range_is_refused_with_no_effect(start: float, step: float) -> None:
+    device = Device()
+    device.send(
+        ev("app_launch", T0),
+        ev("session_attribute", T0 + 1, attribute={"op": "set", "key": "n", "value": start}),
+    )
+    change = {"op": "increment", "key": "n", "value": step}
+    assert device.send(ev("session_attribute", T0 + 2, attribute=change)) == [
+        Applied.ATTRIBUTE_OUT_OF_RANGE
+    ]
+    assert device.state.open is not None and device.state.open.attributes == {"n": start}
+    assert device.state.open.event_count == 2
