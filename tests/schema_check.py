@@ -1,6 +1,6 @@
 """Check output records against `schemas/` with the reference `jsonschema` library.
 
-The pipeline validates input with fastjsonschema; the tests check output with a second,
+The pipeline validates input with jsonschema-rs; the tests check output with a second,
 independent implementation (Draft 7, with a `referencing` registry holding every schema under
 its `$id`, so relative refs such as `event.schema.json` resolve). Import it from any test:
 `from tests.schema_check import check_output_dir, check_record`.

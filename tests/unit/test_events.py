@@ -184,7 +184,7 @@ def test_dead_letter_keeps_utf8_payload_and_origin() -> None:
     assert record["payload_encoding"] == "utf-8"
     assert record["line"] == 3
     assert record["index"] is None
-    validator("dead_letter")(record)
+    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
 
 
 def test_dead_letter_base64_for_non_utf8_payload() -> None:
@@ -192,7 +192,7 @@ def test_dead_letter_base64_for_non_utf8_payload() -> None:
     record = dead_letter(Rejection("malformed_json", "bad"), b"\xff\x00", origin)
     assert record["payload_encoding"] == "base64"
     assert base64.b64decode(record["payload"]) == b"\xff\x00"
-    validator("dead_letter")(record)
+    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
 
 
 def test_encode_payload_round_trips() -> None:
