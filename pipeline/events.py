@@ -79,14 +79,14 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])
     max_ts = now_ms + int(limits.max_future_skew_s * 1000)
     if "events" in document and "type" not in document:
-        return _parse_batch(document, max_ts)
+        return _parse_batch(document, max_ts, message)
     rejection = _check_event(document, max_ts)
     if rejection is None:
         return ParsedMessage([document], None, [])
     return ParsedMessage([], None, [rejection])
 
 
-def _parse_batch(batch: dict[str, Any], max_ts: int) -> ParsedMessage:
+def _parse_batch(batch: dict[str, Any], max_ts: int, message: bytes) -> ParsedMessage:
     if not _batch_schema.is_valid(batch):
         error = _batch_schema.explain(batch, root="batch")
         return ParsedMessage([], None, [Rejection(INVALID_EVENT, error)])
@@ -99,18 +99,16 @@ def _parse_batch(batch: dict[str, Any], max_ts: int) -> ParsedMessage:
             error = f"batch event is not a JSON object but {_json_kind(event)}"
             rejections.append(Rejection(INVALID_EVENT, error, index, orjson.dumps(event)))
             continue
-        added = [key for key, _ in inherited if key not in event]
         for key, value in inherited:
-            event.setdefault(key, value)
+            if key not in event:
+                event[key] = value
         rejection = _check_event(event, max_ts)
         if rejection is None:
             events.append(event)
             indices.append(index)
             continue
-        as_sent = {key: value for key, value in event.items() if key not in added}
-        rejections.append(
-            Rejection(rejection.reason, rejection.error, index, orjson.dumps(as_sent))
-        )
+        payload = batch_event_as_sent(message, index)  # the event without what it inherited
+        rejections.append(Rejection(rejection.reason, rejection.error, index, payload))
     return ParsedMessage(events, indices, rejections)
 
 

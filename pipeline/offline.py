@@ -8,10 +8,12 @@ Reads events or batches one per line, applies them in line order, and writes
 from __future__ import annotations
 
 import functools
+import gc
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from itertools import chain
 from pathlib import Path
 from typing import IO
 
@@ -61,12 +63,14 @@ class _Writers:
                 summary.sessions_started += 1
             else:
                 summary.sessions_ended[record["end_reason"]] += 1
-        _write(self.sessions, out.sessions)
-        _write(self.enriched, out.enriched)
-        _write(self.dead_letter, dead)
+        # The canonical partner shares the pipeline's record objects: serialize those once.
+        lines = {id(r): _dumps_line(r) for r in chain(out.sessions, out.enriched)}
+        _write(self.sessions, out.sessions, lines)
+        _write(self.enriched, out.enriched, lines)
+        _write(self.dead_letter, dead, lines)
         for name, records in out.partners.items():
             summary.partner_records[name] += len(records)
-            _write(self.partners[name], records)
+            _write(self.partners[name], records, lines)
         out.clear()
         dead.clear()
 
@@ -75,9 +79,9 @@ class _Writers:
             handle.close()
 
 
-def _write(handle: IO[bytes], records: list[Record]) -> None:
+def _write(handle: IO[bytes], records: list[Record], lines: dict[int, bytes]) -> None:
     if records:
-        handle.write(b"".join(map(_dumps_line, records)))
+        handle.write(b"".join([lines.get(id(r)) or _dumps_line(r) for r in records]))
 
 
 def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Summary:
@@ -85,6 +89,19 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
 
     `now_ms` is the processing time used for the future-skew check.
     """
+    # Device states are long-lived and acyclic: the cyclic collector would only rescan them.
+    gc.freeze()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(source, output_dir, config, now_ms)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+        gc.unfreeze()
+
+
+def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Summary:
     processor = Processor(config.sessions, config.partners)
     states: dict[tuple[str, str], list[DeviceState]] = {}
     out = processor.new_outputs()
@@ -117,8 +134,10 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
             summary.lines = number
             if number % _FLUSH_EVERY == 0:
                 writers.write(out, dead, summary)
-        for device in states.values():
+        for closed, device in enumerate(states.values(), start=1):
             processor.close_at_end(device, out)
+            if closed % _FLUSH_EVERY == 0:
+                writers.write(out, dead, summary)
         writers.write(out, dead, summary)
     finally:
         writers.close()
