@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import orjson
 
 from pipeline.engine import Applied, DeviceState, Record, SessionConfig, SessionRules
 from pipeline.partners import Partner, partner_records
@@ -122,14 +119,3 @@ class Processor:
             for partner in profile.partners:
                 out.partners[partner.name].extend(partner_records(partner, record))
         emitted.clear()
-
-
-def states_to_json(states: list[DeviceState]) -> bytes:
-    """Serialize a device's states (for the worker's table)."""
-    return orjson.dumps([orjson.Fragment(state.to_json()) for state in states])
-
-
-def states_from_json(data: bytes) -> list[DeviceState]:
-    """Inverse of `states_to_json`."""
-    raw: list[Any] = orjson.loads(data)
-    return [DeviceState.from_obj(item) for item in raw]
