@@ -110,12 +110,14 @@ class Processor:
     def _route(self, profile: Profile, emitted: list[Record], out: Outputs) -> None:
         if not emitted:
             return
-        for record in emitted:
-            if profile.canonical:
+        if profile.canonical:
+            for record in emitted:
                 if record["type"] in SESSION_RECORD_TYPES:
                     out.sessions.append(record)
                 else:
                     out.enriched.append(record)
-            for partner in profile.partners:
-                out.partners[partner.name].extend(partner_records(partner, record))
+        for partner in profile.partners:
+            records = out.partners[partner.name]
+            for record in emitted:
+                records.extend(partner_records(partner, record))
         emitted.clear()
