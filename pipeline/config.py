@@ -81,7 +81,8 @@ class WorkerSettings:
     web_enabled: bool = False
     # Names this worker's transactional producer; stable across restarts, unique per worker.
     instance_id: str = "worker-1"
-    checkpoint_every: int = 500
+    checkpoint_every: int = 5000
+    commit_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ _SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
         "web_enabled": (bool,),
         "instance_id": (str,),
         "checkpoint_every": (int,),
+        "commit_interval_s": (int, float),
     },
 }
 _PARTNER_KEYS: dict[str, tuple[type, ...]] = {

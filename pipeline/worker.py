@@ -6,7 +6,7 @@ Every session decision is made by `pipeline.processor` / `pipeline.engine`.
 Delivery (exactly once for read_committed consumers, nothing lost):
 - Messages are processed one by one; the records they emit are sent at once, inside the open
   Kafka transaction of this worker's producer.
-- Every `checkpoint_every` messages (and on every timer tick), a checkpoint writes each changed
+- Every `checkpoint_every` messages or `commit_interval_s`, a checkpoint writes each changed
   device once to the table's changelog, adds the consumed offsets, and commits the
   transaction: outputs, state and offsets become visible together, or not at all. After a crash
   the restarted worker fences the old producer (its open transaction is aborted), recovers the
@@ -257,6 +257,8 @@ class SessionWorker:
         self.unacked: list[EventT] = []
         self.uncommitted: dict[TP, int] = {}
         self.checkpoint_every = config.worker.checkpoint_every
+        self.committed_at = time.monotonic()
+        self.markers_sent: list[Awaitable[Any]] = []
         self.lock = asyncio.Lock()
         self.stats: dict[str, int] = defaultdict(int)
         self.producer: aiokafka.AIOKafkaProducer | None = None
@@ -486,6 +488,9 @@ class SessionWorker:
     async def _commit(self) -> None:
         if self.producer is None or self.broken:
             return
+        markers, self.markers_sent = self.markers_sent, []
+        if markers:
+            await asyncio.gather(*markers)
         changelog = self.table.changelog_topic.get_topic_name()
         touched: set[int] = set()
         for key in self.dirty:
@@ -508,7 +513,10 @@ class SessionWorker:
             "committed offsets %s",
             {f"{tp.topic}:{tp.partition}": o for tp, o in self.uncommitted.items()},
         )
-        await write_checkpoint_markers(self.marker_producer, changelog, touched)
+        self.committed_at = time.monotonic()
+        # Markers only keep recovery from waiting on the last offset: not worth a round trip
+        # here (the next commit, or the shutdown, makes sure they went out).
+        self.markers_sent = await write_checkpoint_markers(self.marker_producer, changelog, touched)
         self.uncommitted = {}
         unacked, self.unacked = self.unacked, []
         for event in unacked:
@@ -548,7 +556,8 @@ class SessionWorker:
                 await self._send_outputs(out, device.states[0].device_id)
                 self.dirty.add(key)
                 self._schedule(key, device)
-        if self.dirty or self.unacked or (self.sink is not None and self.sink.builders):
+        pending = self.dirty or self.unacked or (self.sink is not None and self.sink.builders)
+        if pending and time.monotonic() - self.committed_at >= self.config.worker.commit_interval_s:
             await self._commit()
 
     def _ready(self) -> bool:
@@ -610,6 +619,8 @@ class SessionWorker:
             log.debug("shutting down; a message was cut short: %s", self.broken)
             await self._commit()
             self.stopped = True
+            if self.markers_sent:
+                await asyncio.gather(*self.markers_sent)
             for producer in (self.producer, self.marker_producer):
                 if producer is not None:
                     await producer.stop()
@@ -730,14 +741,14 @@ def marker_producer(config: Config) -> aiokafka.AIOKafkaProducer:
 
 async def write_checkpoint_markers(
     producer: aiokafka.AIOKafkaProducer | None, changelog: str, partitions: Iterable[int]
-) -> None:
-    """End each changelog partition with a non-transactional record (see CHECKPOINT_KEY)."""
+) -> list[Awaitable[Any]]:
+    """End each changelog partition with a non-transactional record (see CHECKPOINT_KEY);
+    returns the deliveries to wait for."""
     if producer is None:
-        return
-    sent = [
+        return []
+    return [
         await producer.send(changelog, b"", key=CHECKPOINT_KEY, partition=p) for p in partitions
     ]
-    await asyncio.gather(*sent)
 
 
 async def fence_previous_instance(config: Config) -> None:
@@ -763,7 +774,7 @@ async def fence_previous_instance(config: Config) -> None:
     markers = marker_producer(config)
     await markers.start()
     try:
-        await write_checkpoint_markers(markers, changelog, partitions)
+        await asyncio.gather(*await write_checkpoint_markers(markers, changelog, partitions))
     finally:
         await markers.stop()
 
