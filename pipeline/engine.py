@@ -8,6 +8,7 @@ clock or touches Kafka: offline mode and the Faust worker both drive the same ru
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ END_TERMINATE: Final = "terminate"
 END_FORCE_QUIT: Final = "force_quit"
 
 _SESSION_NAMESPACE: Final = uuid.UUID("5e55107e-0000-4000-8000-5e55107e0000")
+_NAMESPACE_BYTES: Final = _SESSION_NAMESPACE.bytes
 
 Record = dict[str, Any]
 
@@ -118,7 +120,12 @@ def _encode_default(value: Any) -> Any:
 def session_id_for(app_id: str, device_id: str, number: int, start_ts: int, event_id: str) -> str:
     """Deterministic session id: the same input gives the same id, offline or streaming."""
     name = f"{app_id}\x1f{device_id}\x1f{number}\x1f{start_ts}\x1f{event_id}"
-    return str(uuid.uuid5(_SESSION_NAMESPACE, name))
+    # uuid.uuid5, without building UUID objects: SHA-1 of namespace + name, version 5, RFC 4122.
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

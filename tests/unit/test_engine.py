@@ -464,3 +464,15 @@ def test_increment_out_of_range_is_refused_with_no_effect(start: float, step: fl
     ]
     assert device.state.open is not None and device.state.open.attributes == {"n": start}
     assert device.state.open.event_count == 2
+
+
+def test_session_ids_are_rfc4122_uuid5_of_the_session_identity() -> None:
+    import uuid
+
+    from pipeline.engine import _SESSION_NAMESPACE, session_id_for
+
+    cases = [("a", "d", 1, T0, "e1"), ("app-ü", "dév", 12, 0, "x" * 128)]
+    for app_id, device_id, number, start_ts, event_id in cases:
+        name = f"{app_id}\x1f{device_id}\x1f{number}\x1f{start_ts}\x1f{event_id}"
+        expected = str(uuid.uuid5(_SESSION_NAMESPACE, name))
+        assert session_id_for(app_id, device_id, number, start_ts, event_id) == expected
