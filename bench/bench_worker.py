@@ -19,9 +19,13 @@ one record per applied event and the sessions topic every session_start (the exp
 come from offline mode over the same messages). Outputs of a message are committed in the same
 transaction as its enriched records, so partner topics are complete at that moment too.
 
-    .venv/bin/python bench/bench_worker.py                  # the full benchmark
-    .venv/bin/python bench/bench_worker.py --profile        # ... then a cProfiled worker run
+    .venv/bin/python bench/bench_worker.py                  # the full benchmark (~5 min)
+    .venv/bin/python bench/bench_worker.py --profile --profile-out /tmp/prof
+        # ... then each worker scenario again under cProfile, its time grouped by layer
     .venv/bin/python bench/bench_worker.py --devices 2000   # a quick smoke run
+
+Wall-clock numbers move with whatever else runs on the machine; the CPU columns (the measured
+process's user + system time over the same window) move less.
 """
 
 from __future__ import annotations
