@@ -79,9 +79,5 @@ class DeadlineIndex:
         for _, key in self._heaps.pop(partition, []):
             self._scheduled.pop(key, None)
 
-    def partitions(self) -> set[int]:
-        """Partitions with an index."""
-        return set(self._heaps)
-
     def __len__(self) -> int:
         return len(self._scheduled)

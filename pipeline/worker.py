@@ -260,7 +260,6 @@ class SessionWorker:
         self.committed_at = time.monotonic()
         self.markers_sent: list[Awaitable[Any]] = []
         self.lock = asyncio.Lock()
-        self.stats: dict[str, int] = defaultdict(int)
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.marker_producer: aiokafka.AIOKafkaProducer | None = None
         self.sink: TransactionalSink | None = None
@@ -372,7 +371,7 @@ class SessionWorker:
         for device_key, device in touched.items():
             self._schedule(device_key, device)  # once per device and message
         for key, record in dead:
-            await self._send(self.topics.deadletter, key, record)
+            await self._out.add(self.topics.deadletter, key, record)
         for device_id, bodies in forward.items():
             await self._forward(device_id, bodies, origin, forward_indices[device_id], message)
         self.uncommitted[message.tp] = message.offset + 1
@@ -388,7 +387,6 @@ class SessionWorker:
         device_key = table_key(body["app_id"], body["device_id"])
         device = self._device(device_key, body["app_id"], body["device_id"], partition)
         verdict = self.processor.apply(device.states, body, out)
-        self.stats[verdict.value] += 1
         if verdict.rejected:
             return verdict
         if arrival_ms > device.arrival_ms:
@@ -437,7 +435,7 @@ class SessionWorker:
         message: Any,
     ) -> None:
         header = orjson.dumps({"origin": origin, "indices": indices})
-        await self._send(
+        await self._out.add(
             self.repartition_topic.get_topic_name(),
             device_id.encode(),
             orjson.dumps({"events": bodies}),
@@ -445,18 +443,16 @@ class SessionWorker:
             timestamp_ms=_timestamp_ms(message.timestamp),
             headers=[(ORIGIN_HEADER, header)],
         )
-        self.stats["forwarded"] += len(bodies)
 
     def _dead_letter(
         self, rejection: Rejection, message: bytes, origin: dict[str, Any], key: bytes | None
     ) -> tuple[bytes | None, bytes]:
-        self.stats[f"dead_letter.{rejection.reason}"] += 1
         return key, orjson.dumps(dead_letter(rejection, message, origin))
 
     async def _send_outputs(self, out: Outputs, device_id: str) -> None:
         """Queue what one device emitted; every output is keyed by its device id."""
         key = device_id.encode()
-        send = self._send
+        send = self._out.add
         for record in out.sessions:
             await send(self.topics.sessions, key, orjson.dumps(record))
         for record in out.enriched:
@@ -467,18 +463,12 @@ class SessionWorker:
                 await send(topic, key, orjson.dumps(record))
         out.clear()
 
-    async def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        # Batched per partition; delivered by the checkpoint, before the transaction commits.
-        assert self.sink is not None
-        await self.sink.add(topic, key, value, partition, timestamp_ms, headers)
+    @property
+    def _out(self) -> TransactionalSink:
+        # Records are batched per partition and delivered by the checkpoint, before the
+        # transaction commits.
+        assert self.sink is not None, "the producer starts with the first message or tick"
+        return self.sink
 
     async def _ensure_producer(self) -> None:
         if self.producer is None:
@@ -513,7 +503,7 @@ class SessionWorker:
             if device is not None:
                 value = device.to_json()
                 self.table.data[key] = value
-                await self._send(changelog, key, value, partition=device.partition)
+                await self._out.add(changelog, key, value, partition=device.partition)
                 touched.add(device.partition)
         self.dirty = set()
         assert self.sink is not None
