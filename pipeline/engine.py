@@ -189,38 +189,48 @@ class SessionRules:
             return session.last_ts + session.timeout_ms
         return session.last_ts + self._idle_ms
 
-    def apply(self, state: DeviceState, event: Record, out: list[Record]) -> Applied:
-        """Apply one valid event (rules 1-6), appending the records it emits to `out`."""
+    def apply(
+        self, state: DeviceState, event: Record, out: list[Record], *, in_place: bool = False
+    ) -> Applied:
+        """Apply one valid event (rules 1-6), appending the records it emits to `out`.
+
+        The enriched record is a copy of `event` with the session fields added; with
+        `in_place`, `event` itself becomes it (for callers done with the event: one dict less
+        per event on the hot path).
+        """
         event_id = event["event_id"]
         session = state.open
-        if (session is not None and event_id in session.event_ids) or (
-            state.last_closed is not None and event_id in state.last_closed.event_ids
-        ):
+        if session is not None and event_id in session.event_ids:
+            return Applied.DUPLICATE
+        closed = state.last_closed
+        if closed is not None and event_id in closed.event_ids:
             return Applied.DUPLICATE
         ts: int = event["ts"]
         kind = event["type"]
-        deadline = self.deadline(state)
-        if deadline is not None and ts >= deadline:
-            self._close_expired(state, out)
+        if session is not None:
+            if session.foreground_since is None:
+                expired = ts >= session.last_ts + session.timeout_ms
+            else:
+                expired = ts >= session.last_ts + self._idle_ms
+            if expired:
+                self._close_expired(state, out)
+                session = None
         if kind == SESSION_ATTRIBUTE:
             refused = self._attribute_refusal(state, event["attribute"])
             if refused is not None:
                 return refused
-        if kind == APP_LAUNCH and state.open is not None:
+        elif kind == APP_LAUNCH and session is not None:
             self._close(state, END_FORCE_QUIT, out)
-        session = state.open
+            session = None
         if session is None:
             session = self._open(state, event, out)
         self._apply_to_session(session, event, ts, kind)
-        out.append(
-            {
-                **event,
-                "session_id": session.session_id,
-                "session_number": session.session_number,
-                "session_seq": session.event_count,
-                "session_start_ts": session.start_ts,
-            }
-        )
+        enriched = event if in_place else event.copy()
+        enriched["session_id"] = session.session_id
+        enriched["session_number"] = session.session_number
+        enriched["session_seq"] = session.event_count
+        enriched["session_start_ts"] = session.start_ts
+        out.append(enriched)
         if kind == APP_TERMINATE:
             self._close(state, END_TERMINATE, out)
         return Applied.APPLIED
@@ -297,9 +307,10 @@ class SessionRules:
             session.user_id = user_id
             if user_id not in session.user_ids:
                 session.user_ids.append(user_id)
-        timeout_s = event.get("session_timeout_s")
-        if timeout_s is not None and self._config.honor_event_timeout:
-            session.timeout_ms = _seconds_to_ms(timeout_s)
+        if "session_timeout_s" in event:
+            timeout_s = event["session_timeout_s"]
+            if timeout_s is not None and self._config.honor_event_timeout:
+                session.timeout_ms = _seconds_to_ms(timeout_s)
         if kind == APP_BACKGROUND:
             if session.foreground_since is not None:
                 session.foreground_ms += max(0, ts - session.foreground_since)

@@ -9,7 +9,7 @@ keep their array order. Validation is the compiled schema of `schemas/` (see pip
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -30,6 +30,9 @@ _INHERITED: Final = ("app_id", "device_id", "user_id")
 
 _event_schema = validator("event")
 _batch_schema = validator("batch")
+_is_valid_event = _event_schema.is_valid
+_loads = orjson.loads
+_NO_REJECTIONS: Final[list[Rejection]] = []  # shared: never appended to
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,10 @@ class Limits:
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
+    max_future_skew_ms: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_future_skew_ms", int(self.max_future_skew_s * 1000))
 
 
 @dataclass(slots=True)
@@ -71,18 +78,22 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
         error = f"message is {len(message)} bytes, over max_event_bytes={limits.max_event_bytes}"
         return ParsedMessage([], None, [Rejection(TOO_LARGE, error)])
     try:
-        document = orjson.loads(message)
+        document = _loads(message)
     except orjson.JSONDecodeError as exc:
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, f"not valid JSON: {exc}")])
     if type(document) is not dict:
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])
-    max_ts = now_ms + int(limits.max_future_skew_s * 1000)
+    max_ts = now_ms + limits.max_future_skew_ms
     if "events" in document and "type" not in document:
         return _parse_batch(document, max_ts, message)
+    # The common case inline: a valid event with an integer ts in range.
+    ts = document.get("ts")
+    if _is_valid_event(document) and type(ts) is int and MIN_TS_MS <= ts <= max_ts:
+        return ParsedMessage([document], None, _NO_REJECTIONS)
     rejection = _check_event(document, max_ts)
     if rejection is None:
-        return ParsedMessage([document], None, [])
+        return ParsedMessage([document], None, _NO_REJECTIONS)
     return ParsedMessage([], None, [rejection])
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import gc
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from itertools import chain
+from itertools import compress
+from operator import not_
 from pathlib import Path
 from typing import IO
 
@@ -22,9 +23,11 @@ import orjson
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
 from pipeline.events import attribute_rejection, dead_letter, parse_message
-from pipeline.processor import Outputs, Processor
+from pipeline.memory import keep_freed_memory
+from pipeline.processor import SESSION_RECORD_TYPES, Outputs, Processor
 
-_FLUSH_EVERY = 2048  # lines between writes: big writes, bounded memory
+_READ_BYTES = 1 << 20
+_FLUSH_RECORDS = 2048  # records between writes: big writes, bounded memory, warm caches
 _dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
@@ -58,19 +61,26 @@ class _Writers:
         }
 
     def write(self, out: Outputs, dead: list[Record], summary: Summary) -> None:
-        for record in out.sessions:
+        canonical = out.canonical
+        # Every record serialized once, whichever outputs carry it.
+        lines = list(map(_dumps_line, canonical))
+        is_session = [record["type"] in SESSION_RECORD_TYPES for record in canonical]
+        for record in compress(canonical, is_session):
             if record["type"] == "session_start":
                 summary.sessions_started += 1
             else:
                 summary.sessions_ended[record["end_reason"]] += 1
-        # The canonical partner shares the pipeline's record objects: serialize those once.
-        lines = {id(r): _dumps_line(r) for r in chain(out.sessions, out.enriched)}
-        _write(self.sessions, out.sessions, lines)
-        _write(self.enriched, out.enriched, lines)
-        _write(self.dead_letter, dead, lines)
+        _write(self.sessions, list(compress(lines, is_session)))
+        enriched = list(compress(lines, map(not_, is_session)))
+        summary.events_applied += len(enriched)  # one enriched event per applied event
+        _write(self.enriched, enriched)
+        _write(self.dead_letter, list(map(_dumps_line, dead)))
+        for name in out.verbatim:
+            summary.partner_records[name] += len(lines)
+            _write(self.partners[name], lines)
         for name, records in out.partners.items():
             summary.partner_records[name] += len(records)
-            _write(self.partners[name], records, lines)
+            _write(self.partners[name], list(map(_dumps_line, records)))
         out.clear()
         dead.clear()
 
@@ -79,9 +89,20 @@ class _Writers:
             handle.close()
 
 
-def _write(handle: IO[bytes], records: list[Record], lines: dict[int, bytes]) -> None:
-    if records:
-        handle.write(b"".join([lines.get(id(r)) or _dumps_line(r) for r in records]))
+def _write(handle: IO[bytes], lines: list[bytes]) -> None:
+    if lines:
+        handle.write(b"".join(lines))
+
+
+def _line_blocks(source: IO[bytes]) -> Iterator[list[bytes]]:
+    """The lines of `source` without their newlines, a large block of them at a time."""
+    rest = b""
+    while block := source.read(_READ_BYTES):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()  # an unfinished line: completed by the next block
+        yield lines
+    if rest:
+        yield [rest]
 
 
 def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Summary:
@@ -89,6 +110,7 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
 
     `now_ms` is the processing time used for the future-skew check.
     """
+    keep_freed_memory()  # records are freed after every write: reuse the memory
     # Device states are long-lived and acyclic: the cyclic collector would only rescan them.
     gc.freeze()
     gc_was_enabled = gc.isenabled()
@@ -103,44 +125,48 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
 
 def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Summary:
     processor = Processor(config.sessions, config.partners)
+    apply = processor.apply
     states: dict[tuple[str, str], list[DeviceState]] = {}
     out = processor.new_outputs()
+    emitted = out.canonical
     dead: list[Record] = []
     summary = Summary()
+    verdicts: Counter[Applied] = Counter()
     writers = _Writers(output_dir, (p.name for p in config.partners))
     limits = config.limits
+    number = 0
     try:
-        for number, raw_line in enumerate(source, start=1):
-            message = raw_line[:-1] if raw_line.endswith(b"\n") else raw_line
-            parsed = parse_message(message, now_ms, limits)
-            for rejection in parsed.rejections:
-                summary.dead_letters[rejection.reason] += 1
-                dead.append(dead_letter(rejection, message, {"line": number}))
-            for position, event in enumerate(parsed.events):
-                key = (event["app_id"], event["device_id"])
-                device = states.get(key)
-                if device is None:
-                    device = states[key] = processor.new_states(*key)
-                verdict = processor.apply(device, event, out)
-                if verdict is Applied.APPLIED:
-                    summary.events_applied += 1
-                elif verdict is Applied.DUPLICATE:
-                    summary.duplicates += 1
-                else:
-                    index = parsed.indices[position] if parsed.indices is not None else None
-                    rejection = attribute_rejection(verdict.value, event, index, message)
-                    dead.append(dead_letter(rejection, message, {"line": number}))
+        for block in _line_blocks(source):
+            first = number + 1
+            for number, message in enumerate(block, start=first):
+                parsed = parse_message(message, now_ms, limits)
+                for rejection in parsed.rejections:
                     summary.dead_letters[rejection.reason] += 1
-            summary.lines = number
-            if number % _FLUSH_EVERY == 0:
-                writers.write(out, dead, summary)
-        for closed, device in enumerate(states.values(), start=1):
+                    dead.append(dead_letter(rejection, message, {"line": number}))
+                for position, event in enumerate(parsed.events):
+                    key = (event["app_id"], event["device_id"])
+                    device = states.get(key)
+                    if device is None:
+                        device = states[key] = processor.new_states(*key)
+                    verdict = apply(device, event, out)
+                    if verdict is not Applied.APPLIED:
+                        verdicts[verdict] += 1
+                        if verdict.rejected:
+                            index = parsed.indices[position] if parsed.indices else None
+                            rejection = attribute_rejection(verdict.value, event, index, message)
+                            dead.append(dead_letter(rejection, message, {"line": number}))
+                            summary.dead_letters[rejection.reason] += 1
+                if len(emitted) >= _FLUSH_RECORDS:
+                    writers.write(out, dead, summary)
+        for device in states.values():
             processor.close_at_end(device, out)
-            if closed % _FLUSH_EVERY == 0:
+            if len(emitted) >= _FLUSH_RECORDS:
                 writers.write(out, dead, summary)
         writers.write(out, dead, summary)
     finally:
         writers.close()
+    summary.lines = number
+    summary.duplicates = verdicts[Applied.DUPLICATE]
     (output_dir / "summary.json").write_bytes(summary.to_json() + b"\n")
     return summary
 

@@ -43,7 +43,7 @@ from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
 from pipeline.events import Rejection, attribute_rejection, dead_letter, parse_message
 from pipeline.expiry import DeadlineIndex, PartitionClock, device_now, due_at
-from pipeline.processor import Outputs, Processor
+from pipeline.processor import SESSION_RECORD_TYPES, Outputs, Processor
 
 log = logging.getLogger("sessionize.worker")
 
@@ -453,10 +453,13 @@ class SessionWorker:
         """Queue what one device emitted; every output is keyed by its device id."""
         key = device_id.encode()
         send = self._out.add
-        for record in out.sessions:
-            await send(self.topics.sessions, key, orjson.dumps(record))
-        for record in out.enriched:
-            await send(self.topics.enriched, key, orjson.dumps(record))
+        verbatim = [self.partner_topics[name] for name in out.verbatim]
+        for record in out.canonical:  # each serialized once for every topic that carries it
+            value = orjson.dumps(record)
+            session = record["type"] in SESSION_RECORD_TYPES
+            await send(self.topics.sessions if session else self.topics.enriched, key, value)
+            for topic in verbatim:
+                await send(topic, key, value)
         for name, records in out.partners.items():
             topic = self.partner_topics[name]
             for record in records:

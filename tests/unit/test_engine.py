@@ -476,3 +476,18 @@ def test_session_ids_are_rfc4122_uuid5_of_the_session_identity() -> None:
         name = f"{app_id}\x1f{device_id}\x1f{number}\x1f{start_ts}\x1f{event_id}"
         expected = str(uuid.uuid5(_SESSION_NAMESPACE, name))
         assert session_id_for(app_id, device_id, number, start_ts, event_id) == expected
+
+
+def test_enriched_record_is_a_copy_unless_the_event_is_handed_over() -> None:
+    rules = SessionRules(SessionConfig())
+    event = ev("app_launch", T0)
+    sent = dict(event)
+    out: list[dict[str, Any]] = []
+    rules.apply(DeviceState("a1", "d1"), event, out)
+    assert event == sent
+    assert out[-1] is not event and out[-1]["session_seq"] == 1
+
+    handed = ev("app_launch", T0)
+    out.clear()
+    rules.apply(DeviceState("a1", "d1"), handed, out, in_place=True)
+    assert out[-1] is handed and handed["session_seq"] == 1
