@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -37,3 +38,21 @@ def keep_freed_memory() -> bool:
     trimmed = mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES)
     mapped = mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES)
     return bool(trimmed and mapped)
+
+
+# Young garbage is still collected; full collections (a scan of every live object: over a
+# second once a worker holds a million device objects) become rare.
+_GC_THRESHOLDS = (100_000, 50, 100)
+
+
+def collect_rarely() -> None:
+    """Make the cyclic garbage collector rare, for a process holding many long-lived objects.
+
+    With the defaults a worker kept re-scanning its device states: each time their number grew
+    by a quarter, a full collection walked all of them (about a tenth of the worker's time, see
+    BENCHMARKS.md). Device states and records have no reference cycles; what does (asyncio
+    futures, exceptions) dies young and is still collected.
+    """
+    gc.collect()
+    gc.freeze()  # what exists now (modules, classes, the app) is never scanned again
+    gc.set_threshold(*_GC_THRESHOLDS)

@@ -161,6 +161,8 @@ class Processor:
 
     def deadline(self, states: list[DeviceState]) -> int | None:
         """The earliest deadline over the profiles (None: no session open anywhere)."""
+        if not self._kits:
+            return self._rules.deadline(states[0])
         deadlines = [
             d
             for profile, state in zip(self.profiles, states, strict=True)

@@ -3,9 +3,12 @@
 Topics in, a table of device states, an agent per input topic, an expiry timer, and sinks.
 Every session decision is made by `pipeline.processor` / `pipeline.engine`.
 
+Input arrives a whole fetch at a time (`pipeline.fetches`): Faust's per-message delivery cost
+more than the session rules. The agents only make Faust subscribe to the input topics.
+
 Delivery (exactly once for read_committed consumers, nothing lost):
-- Messages are processed one by one; the records they emit are sent at once, inside the open
-  Kafka transaction of this worker's producer.
+- A fetch's messages are applied in offset order; the records they emit are batched per topic
+  partition and sent inside the open Kafka transaction of this worker's producer.
 - Every `checkpoint_every` messages or `commit_interval_s`, a checkpoint writes each changed
   device once to the table's changelog, adds the consumed offsets, and commits the
   transaction: outputs, state and offsets become visible together, or not at all. After a crash
@@ -27,7 +30,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +39,15 @@ import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
-from aiokafka.structs import TopicPartition
-from faust.types import TP, EventT
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.types import TP
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
 from pipeline.events import Rejection, attribute_rejection, dead_letter, parse_message
 from pipeline.expiry import DeadlineIndex, PartitionClock, device_now, due_at
+from pipeline.fetches import FetchApp
+from pipeline.memory import collect_rarely, keep_freed_memory
 from pipeline.processor import SESSION_RECORD_TYPES, Outputs, Processor
 
 log = logging.getLogger("sessionize.worker")
@@ -68,17 +73,25 @@ def partition_for(device_id: str, partitions: int) -> int:
 class TransactionalSink:
     """Records on their way to Kafka, gathered into one record batch per topic partition.
 
-    A batch is handed to the producer when it is full and at `flush`; each batch costs one
-    future instead of one per record. Keys are placed with Kafka's default partitioner.
+    `add` only appends (no await: a fetch's records are applied in one go); full batches are
+    handed to the producer by `ship`, the rest by `flush`. Each batch costs one future instead
+    of one per record. Keys are placed with Kafka's default partitioner, over partition counts
+    learnt by `learn_partitions` before the first record.
     """
 
     def __init__(self, producer: aiokafka.AIOKafkaProducer) -> None:
         self.producer = producer
         self.builders: dict[tuple[str, int], Any] = {}
+        self.full: list[tuple[tuple[str, int], Any]] = []
         self.partition_counts: dict[str, int] = {}
         self.pending: list[Awaitable[Any]] = []
 
-    async def add(
+    async def learn_partitions(self, topics: Iterable[str]) -> None:
+        """Look up the partition counts of the topics records will be keyed to."""
+        for topic in topics:
+            self.partition_counts[topic] = len(await self.producer.partitions_for(topic))
+
+    def add(
         self,
         topic: str,
         key: bytes | None,
@@ -89,20 +102,26 @@ class TransactionalSink:
     ) -> None:
         """Queue one record (sent at the latest by the next `flush`)."""
         if partition is None:
-            count = self.partition_counts.get(topic) or await self._count(topic)
-            partition = key_hash(key) % count if key else 0
+            partition = key_hash(key) % self.partition_counts[topic] if key else 0
         slot = (topic, partition)
         builder = self.builders.get(slot)
         if builder is None:
             builder = self.builders[slot] = self.producer.create_batch()
         if builder.append(key=key, value=value, timestamp=timestamp_ms, headers=headers or []):
             return
-        await self._ship(slot, builder)  # full: send it, start the next
+        self.full.append((slot, builder))  # full: shipped by the next `ship`
         builder = self.builders[slot] = self.producer.create_batch()
         builder.append(key=key, value=value, timestamp=timestamp_ms, headers=headers or [])
 
+    async def ship(self) -> None:
+        """Hand the full batches to the producer."""
+        full, self.full = self.full, []
+        for slot, builder in full:
+            await self._ship(slot, builder)
+
     async def flush(self) -> None:
         """Send every batch and wait until the broker has them all."""
+        await self.ship()
         builders, self.builders = self.builders, {}
         for slot, builder in builders.items():
             await self._ship(slot, builder)
@@ -110,36 +129,19 @@ class TransactionalSink:
         if pending:
             await asyncio.gather(*pending)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing queued."""
+        return not self.builders and not self.full
+
     async def _ship(self, slot: tuple[str, int], builder: Any) -> None:
         topic, partition = slot
         self.pending.append(await self.producer.send_batch(builder, topic, partition=partition))
-
-    async def _count(self, topic: str) -> int:
-        count = len(await self.producer.partitions_for(topic))
-        self.partition_counts[topic] = count
-        return count
 
 
 def table_key(app_id: str, device_id: str) -> bytes:
     """The table key of a device: (app_id, device_id)."""
     return orjson.dumps([app_id, device_id])
-
-
-@dataclass(frozen=True, slots=True)
-class GapMessage:
-    """A message read by GapReader, shaped like the parts of Faust's Message the worker uses."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float | None  # seconds, as Faust gives it
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-    @property
-    def tp(self) -> TP:
-        return TP(self.topic, self.partition)
 
 
 class GapReader:
@@ -160,7 +162,7 @@ class GapReader:
         found = offsets.get(partition)
         return found.offset if found is not None and found.offset >= 0 else 0
 
-    async def read(self, tp: TP, start: int, end: int) -> AsyncIterator[GapMessage]:
+    async def read(self, tp: TP, start: int, end: int) -> AsyncIterator[ConsumerRecord]:
         """The messages of `tp` from offset `start` up to (not including) `end`."""
         if self.consumer is None:
             self.consumer = aiokafka.AIOKafkaConsumer(
@@ -179,15 +181,7 @@ class GapReader:
             for record in batch.get(partition, []):
                 if record.offset >= end:
                     return
-                yield GapMessage(
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.timestamp / 1000 if record.timestamp else None,
-                    record.key,
-                    record.value,
-                    list(record.headers or ()),
-                )
+                yield record
 
     async def close(self) -> None:
         """Stop the clients."""
@@ -254,8 +248,10 @@ class SessionWorker:
         self.processed_at: dict[TP, float] = {}  # monotonic time of the last processed message
         self.indexed: frozenset[int] = frozenset()
         self.dirty: set[bytes] = set()
-        self.unacked: list[EventT] = []
-        self.uncommitted: dict[TP, int] = {}
+        self.uncommitted: dict[TP, int] = {}  # offsets to commit with the transaction
+        self.uncommitted_messages = 0
+        self.out = self.processor.new_outputs()
+        self.verbatim_topics = [self.partner_topics[name] for name in self.out.verbatim]
         self.checkpoint_every = config.worker.checkpoint_every
         self.committed_at = time.monotonic()
         self.markers_sent: list[Awaitable[Any]] = []
@@ -269,17 +265,35 @@ class SessionWorker:
 
     # Messages
 
-    async def on_message(self, event: EventT) -> None:
-        """Apply one input message (an event or a batch), from either input topic."""
-        # One message, tick or checkpoint at a time: nothing is sent between a transaction's
+    async def on_fetch(self, tp: TP, records: Sequence[ConsumerRecord]) -> None:
+        """Apply a fetched run of one partition's input messages (events or batches)."""
+        # One fetch, tick or checkpoint at a time: nothing is sent between a transaction's
         # commit and the next one's start, and no message straddles two transactions.
         async with self.lock, self._whole():
-            if not self.stopped:
-                await self._on_message(event)
+            if self.stopped or not records:
+                return
+            await self._ensure_producer()
+            expected = await self._next_offset(tp)
+            first = records[0].offset
+            if first > expected:
+                await self._fill_gap(tp, expected, first)
+                expected = first
+            apply = self._apply_message
+            applied = 0
+            for record in records:
+                if record.offset >= expected:  # else: read already (a replay, or a gap fill)
+                    apply(tp, record)
+                    applied += 1
+            self.processed_at[tp] = time.monotonic()
+            self.uncommitted_messages += applied
+            assert self.sink is not None
+            await self.sink.ship()
+            if self.uncommitted_messages >= self.checkpoint_every:
+                await self._commit()
 
     @contextlib.asynccontextmanager
     async def _whole(self) -> AsyncIterator[None]:
-        # A message or tick cut short (cancelled at shutdown, or failed) may have changed state
+        # A fetch or tick cut short (cancelled at shutdown, or failed) may have changed state
         # without sending all it owes: its transaction must never commit, so it is aborted and
         # the input replayed from the last commit.
         try:
@@ -289,21 +303,9 @@ class SessionWorker:
             raise
         except Exception as exc:
             self.broken = True
-            log.exception("stopping the worker: a message or tick failed")
+            log.exception("stopping the worker: a fetch or tick failed")
             await self.app.crash(exc)
             raise
-
-    async def _on_message(self, event: EventT) -> None:
-        message = event.message
-        await self._ensure_producer()
-        expected = await self._next_offset(message.tp)
-        if message.offset > expected:
-            await self._fill_gap(message.tp, expected, message.offset)
-        if message.offset >= expected:  # else: read already, by a gap fill
-            await self._apply_message(message)
-        self.unacked.append(event)
-        if len(self.unacked) >= self.checkpoint_every:
-            await self._commit()
 
     async def _next_offset(self, tp: TP) -> int:
         """The offset this worker must see next on `tp`: after its last, or the committed one."""
@@ -322,9 +324,10 @@ class SessionWorker:
         # also leave gaps; those read as nothing.
         assert self.gaps is not None
         recovered = 0
-        async for message in self.gaps.read(tp, start, end):
-            await self._apply_message(message)
+        async for record in self.gaps.read(tp, start, end):
+            self._apply_message(tp, record)
             recovered += 1
+        self.uncommitted_messages += recovered
         self.positions[tp] = end
         if recovered:
             log.warning(
@@ -335,46 +338,44 @@ class SessionWorker:
                 end - 1,
             )
 
-    async def _apply_message(self, message: Any) -> None:
-        value: bytes = message.value if isinstance(message.value, bytes) else b""
-        partition: int = message.partition
-        arrival_ms = _timestamp_ms(message.timestamp)
-        self.positions[message.tp] = message.offset + 1
-        self.processed_at[message.tp] = time.monotonic()
+    def _apply_message(self, tp: TP, record: ConsumerRecord) -> None:
+        value: bytes = record.value if isinstance(record.value, bytes) else b""
+        partition = record.partition
+        arrival_ms: int = record.timestamp if record.timestamp else _wall_ms()
+        self.positions[tp] = self.uncommitted[tp] = record.offset + 1
         self.clocks[partition].observe(arrival_ms)
-        origin, indices = self._origin(message)
+        origin, indices = self._origin(record)
         parsed = parse_message(value, _wall_ms(), self.config.limits)
-        out = self.processor.new_outputs()
+        out = self.out
         dead: list[tuple[bytes | None, bytes]] = []
         for rejection in parsed.rejections:
-            dead.append(self._dead_letter(rejection, value, origin, message.key))
-        forward: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        forward_indices: dict[str, list[int | None]] = defaultdict(list)
+            dead.append(self._dead_letter(rejection, value, origin, record.key))
+        forward: dict[str, list[dict[str, Any]]] = {}
+        forward_indices: dict[str, list[int | None]] = {}
         touched: dict[bytes, DeviceRecord] = {}
         emitting: str | None = None  # whose records `out` holds (a batch is mostly one device)
         for position, body in enumerate(parsed.events):
             index = _index_of(position, parsed.indices, indices)
             device_id: str = body["device_id"]
             if partition_for(device_id, self.partitions) != partition:
-                forward[device_id].append(body)
-                forward_indices[device_id].append(index)
+                forward.setdefault(device_id, []).append(body)
+                forward_indices.setdefault(device_id, []).append(index)
                 continue
             if emitting is not None and device_id != emitting:
-                await self._send_outputs(out, emitting)
+                self._send_outputs(out, emitting)
             emitting = device_id
             verdict = self._apply(body, partition, arrival_ms, out, touched)
             if verdict.rejected:
                 rejection = attribute_rejection(verdict.value, body, index, value)
-                dead.append(self._dead_letter(rejection, value, origin, message.key))
+                dead.append(self._dead_letter(rejection, value, origin, record.key))
         if emitting is not None:
-            await self._send_outputs(out, emitting)
+            self._send_outputs(out, emitting)
         for device_key, device in touched.items():
             self._schedule(device_key, device)  # once per device and message
-        for key, record in dead:
-            await self._out.add(self.topics.deadletter, key, record)
+        for key, dead_record in dead:
+            self._out.add(self.topics.deadletter, key, dead_record)
         for device_id, bodies in forward.items():
-            await self._forward(device_id, bodies, origin, forward_indices[device_id], message)
-        self.uncommitted[message.tp] = message.offset + 1
+            self._forward(device_id, bodies, origin, forward_indices[device_id], arrival_ms)
 
     def _apply(
         self,
@@ -426,21 +427,21 @@ class SessionWorker:
             "offset": message.offset,
         }, None
 
-    async def _forward(
+    def _forward(
         self,
         device_id: str,
         bodies: list[Record],
         origin: dict[str, Any],
         indices: list[int | None],
-        message: Any,
+        arrival_ms: int,
     ) -> None:
         header = orjson.dumps({"origin": origin, "indices": indices})
-        await self._out.add(
+        self._out.add(
             self.repartition_topic.get_topic_name(),
             device_id.encode(),
             orjson.dumps({"events": bodies}),
             partition=partition_for(device_id, self.partitions),
-            timestamp_ms=_timestamp_ms(message.timestamp),
+            timestamp_ms=arrival_ms,
             headers=[(ORIGIN_HEADER, header)],
         )
 
@@ -449,21 +450,21 @@ class SessionWorker:
     ) -> tuple[bytes | None, bytes]:
         return key, orjson.dumps(dead_letter(rejection, message, origin))
 
-    async def _send_outputs(self, out: Outputs, device_id: str) -> None:
+    def _send_outputs(self, out: Outputs, device_id: str) -> None:
         """Queue what one device emitted; every output is keyed by its device id."""
         key = device_id.encode()
         send = self._out.add
-        verbatim = [self.partner_topics[name] for name in out.verbatim]
+        sessions, enriched = self.topics.sessions, self.topics.enriched
+        verbatim = self.verbatim_topics
         for record in out.canonical:  # each serialized once for every topic that carries it
             value = orjson.dumps(record)
-            session = record["type"] in SESSION_RECORD_TYPES
-            await send(self.topics.sessions if session else self.topics.enriched, key, value)
+            send(sessions if record["type"] in SESSION_RECORD_TYPES else enriched, key, value)
             for topic in verbatim:
-                await send(topic, key, value)
+                send(topic, key, value)
         for name, records in out.partners.items():
             topic = self.partner_topics[name]
             for record in records:
-                await send(topic, key, orjson.dumps(record))
+                send(topic, key, orjson.dumps(record))
         out.clear()
 
     @property
@@ -483,6 +484,10 @@ class SessionWorker:
             await self.producer.start()
             await self.producer.begin_transaction()
             self.sink = TransactionalSink(self.producer)
+            topics = self.topics
+            await self.sink.learn_partitions(
+                {topics.sessions, topics.enriched, topics.deadletter, *self.partner_topics.values()}
+            )
             self.gaps = GapReader(self.config)
 
     # Checkpoints
@@ -506,7 +511,7 @@ class SessionWorker:
             if device is not None:
                 value = device.to_json()
                 self.table.data[key] = value
-                await self._out.add(changelog, key, value, partition=device.partition)
+                self._out.add(changelog, key, value, partition=device.partition)
                 touched.add(device.partition)
         self.dirty = set()
         assert self.sink is not None
@@ -526,9 +531,7 @@ class SessionWorker:
         # here (the next commit, or the shutdown, makes sure they went out).
         self.markers_sent = await write_checkpoint_markers(self.marker_producer, changelog, touched)
         self.uncommitted = {}
-        unacked, self.unacked = self.unacked, []
-        for event in unacked:
-            event.ack()  # Faust's own commit then repeats offsets the transaction committed
+        self.uncommitted_messages = 0
         await self.producer.begin_transaction()
 
     # Expiry
@@ -547,7 +550,7 @@ class SessionWorker:
         if actives != self.indexed:
             await self._reindex(actives)
         wall = _wall_ms()
-        out = self.processor.new_outputs()
+        out = self.out
         for partition in actives:
             clock = self.clocks[partition]
             clock.caught_up = await self._caught_up(partition)
@@ -561,10 +564,10 @@ class SessionWorker:
                     continue
                 device_time = device_now(device.arrival_ms, device.latest_ts, now, self.grace_ms)
                 self.processor.expire(device.states, device_time, out)
-                await self._send_outputs(out, device.states[0].device_id)
+                self._send_outputs(out, device.states[0].device_id)
                 self.dirty.add(key)
                 self._schedule(key, device)
-        pending = self.dirty or self.unacked or (self.sink is not None and self.sink.builders)
+        pending = self.dirty or self.uncommitted or (self.sink is not None and not self.sink.empty)
         if pending and time.monotonic() - self.committed_at >= self.config.worker.commit_interval_s:
             await self._commit()
 
@@ -578,11 +581,14 @@ class SessionWorker:
         return frozenset(tp.partition for tp in actives if tp.topic in names)
 
     async def _caught_up(self, partition: int) -> bool:
-        """Nothing left to read on the partition: everything fetched and processed."""
+        """Nothing left to read on the partition: everything fetched has been applied."""
         consumer = self.app.consumer
-        quiet_since = time.monotonic() - self.config.worker.tick_s
+        pending: set[TP] = self.app.fetch_pending  # type: ignore[attr-defined]
+        quiet_since = time.monotonic() - 2 * self.config.worker.tick_s
         for topic in (self.topics.input, self.repartition_topic.get_topic_name()):
             tp = TP(topic, partition)
+            if tp in pending:
+                return False  # fetched, not applied yet
             try:
                 highwater = consumer.highwater(tp)
                 fetched = await consumer.position(tp)
@@ -596,7 +602,7 @@ class SessionWorker:
             if self.processed_at.get(tp, 0) > quiet_since:
                 return False  # still delivering
             # Fetched to the end, yet quiet short of it: transaction markers (they take offsets
-            # too), or a tail the stream skipped. Reading the rest settles which.
+            # too), or records on their way to on_fetch. Reading the rest settles which.
             await self._fill_gap(tp, position, highwater)
         return True
 
@@ -657,10 +663,6 @@ def _quiet_client_logs() -> None:
         logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
 
 
-def _timestamp_ms(timestamp: float | None) -> int:
-    return round(timestamp * 1000) if timestamp else _wall_ms()
-
-
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -669,7 +671,7 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
     """The Faust app of the worker, with its agents and timer."""
     partitions = partitions or config.topics.partitions
     settings = config.worker
-    app = faust.App(
+    app = FetchApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in config.kafka.bootstrap.split(",")],
         broker_credentials=_credentials(config),
@@ -699,12 +701,17 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
     _read_committed_only()
     worker = SessionWorker(app, config, partitions)
 
-    async def consume(stream: Any) -> None:
-        async for event in stream.noack().events():
-            await worker.on_message(event)
+    async def subscribe(stream: Any) -> None:
+        # Faust subscribes to the topics agents read; their records go to on_fetch instead.
+        async for _ in stream.noack():
+            pass
 
-    app.agent(worker.input_topic, name="sessionize-input")(consume)
-    app.agent(worker.repartition_topic, name="sessionize-by-device")(consume)
+    app.agent(worker.input_topic, name="sessionize-input")(subscribe)
+    app.agent(worker.repartition_topic, name="sessionize-by-device")(subscribe)
+    app.deliver_fetches(
+        [worker.input_topic.get_topic_name(), worker.repartition_topic.get_topic_name()],
+        worker.on_fetch,
+    )
     app.timer(settings.tick_s, name="sessionize-expiry")(worker.on_tick)
 
     async def revoked(sender: Any, revoked: Any, **_: Any) -> None:
@@ -809,6 +816,8 @@ def _read_committed_only() -> None:
 
 def run_worker(config: Config, partitions: int, loglevel: str = "warning") -> None:
     """Run a worker until SIGINT/SIGTERM."""
+    keep_freed_memory()  # records are freed after every send: reuse the memory
+    collect_rarely()  # device states are long-lived: don't keep re-scanning them
     asyncio.run(fence_previous_instance(config))
     app, _ = create_app(config, partitions)
     worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True)
