@@ -178,6 +178,23 @@ def test_last_line_without_newline_is_read(tmp_path: Path) -> None:
     assert outputs["summary"]["lines"] == 2
 
 
+def test_lines_across_read_blocks_are_whole_and_numbered(tmp_path: Path) -> None:
+    # Input is read in 1 MiB blocks: lines straddling a block boundary must come out whole.
+    events = [event("e0", 0, "app_launch")] + [
+        event(f"e{n}", n, name="x" * (n % 300)) for n in range(1, 12_000)
+    ]
+    bad_line = 9_000
+    lines = [orjson.dumps(e) for e in events]
+    lines[bad_line - 1] = b"{not json"
+    data = b"\n".join(lines) + b"\n"
+    assert len(data) > 2 * 2**20
+    outputs = run(data, tmp_path)
+    assert outputs["summary"]["lines"] == len(events)
+    assert len(outputs["enriched"]) == len(events) - 1
+    [dead] = outputs["dead_letter"]
+    assert (dead["line"], dead["payload"]) == (bad_line, "{not json")
+
+
 def test_crlf_line_endings_are_accepted(tmp_path: Path) -> None:
     data = orjson.dumps(event("e1", 0, "app_launch")) + b"\r\n"
     outputs = run(data + orjson.dumps(event("e2", 5_000)) + b"\r\n", tmp_path)
