@@ -9,8 +9,8 @@ in-process, in a fresh child process per scenario so that each peak RSS is that 
   (c) batch_size 20, canonical outputs only
 
 each `--repeat` times (3 by default: wall times on this shared machine vary by ~10 %), and
-prints a markdown table of the median runs: events/s counts applied events + duplicates + dead letters per
-wall second of `run_offline` alone (reading, parsing, rules, formatting, writing).
+prints a markdown table of the median runs: events/s counts applied events + duplicates + dead
+letters per wall second of `run_offline` alone (reading, parsing, rules, formatting, writing).
 
     .venv/bin/python bench/bench_offline.py                 # the full benchmark
     .venv/bin/python bench/bench_offline.py --profile       # cProfile of a 100k-event run

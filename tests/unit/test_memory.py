@@ -19,7 +19,7 @@ def test_collect_rarely_raises_the_thresholds_and_still_collects_young_cycles() 
     before = gc.get_threshold()
     try:
         collect_rarely()
-        young, middle, old = gc.get_threshold()
+        young, _, old = gc.get_threshold()
         assert young > before[0] and old > before[2]
         assert gc.get_freeze_count() > 0
 
