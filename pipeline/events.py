@@ -68,6 +68,13 @@ class ParsedMessage:
     indices: list[int] | None
     rejections: list[Rejection]
 
+    def index_of(self, event: dict[str, Any]) -> int | None:
+        """The batch position of `event`, one of `events` (None: the message was one event)."""
+        if self.indices is None:
+            return None
+        position = next(i for i, candidate in enumerate(self.events) if candidate is event)
+        return self.indices[position]
+
 
 def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> ParsedMessage:
     """Split a raw message (one event or a batch) into valid events and rejections.

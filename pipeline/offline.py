@@ -134,25 +134,27 @@ def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Su
     verdicts: Counter[Applied] = Counter()
     writers = _Writers(output_dir, (p.name for p in config.partners))
     limits = config.limits
+    applied = Applied.APPLIED
     number = 0
     try:
         for block in _line_blocks(source):
             first = number + 1
             for number, message in enumerate(block, start=first):
                 parsed = parse_message(message, now_ms, limits)
-                for rejection in parsed.rejections:
-                    summary.dead_letters[rejection.reason] += 1
-                    dead.append(dead_letter(rejection, message, {"line": number}))
-                for position, event in enumerate(parsed.events):
+                if parsed.rejections:
+                    for rejection in parsed.rejections:
+                        summary.dead_letters[rejection.reason] += 1
+                        dead.append(dead_letter(rejection, message, {"line": number}))
+                for event in parsed.events:
                     key = (event["app_id"], event["device_id"])
                     device = states.get(key)
                     if device is None:
                         device = states[key] = processor.new_states(*key)
                     verdict = apply(device, event, out)
-                    if verdict is not Applied.APPLIED:
+                    if verdict is not applied:
                         verdicts[verdict] += 1
                         if verdict.rejected:
-                            index = parsed.indices[position] if parsed.indices else None
+                            index = parsed.index_of(event)
                             rejection = attribute_rejection(verdict.value, event, index, message)
                             dead.append(dead_letter(rejection, message, {"line": number}))
                             summary.dead_letters[rejection.reason] += 1
