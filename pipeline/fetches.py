@@ -15,7 +15,8 @@ offsets, the table and its changelog recovery, flow control. What the handler ow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import faust
@@ -59,6 +60,8 @@ class FetchConsumer(faust_aiokafka.Consumer):
                         if tp.topic in bulk_topics:
                             await handler(tp, batch)
                             pending.discard(tp)
+                            # Faust's stall detector reads this (set by its streams, bypassed).
+                            self.app.monitor.stream_inbound_time[tp] = time.monotonic()
                         else:
                             await self._deliver_each(tp, batch)
                 finally:
@@ -104,6 +107,16 @@ class FetchApp(faust.App):
 
     def _new_transport(self) -> Any:
         return FetchTransport(self.conf.broker_consumer, self)
+
+    def note_committed(self, tps: Iterable[TP]) -> None:
+        """The handler committed offsets of `tps` itself: tell Faust's stall detector, which
+        would otherwise log that nothing was committed since start once a backlog lasts over
+        `broker_commit_livelock_soft_timeout`."""
+        consumer: Any = self.consumer
+        committed_at = consumer._thread.tp_last_committed_at
+        now = time.monotonic()
+        for tp in tps:
+            committed_at[tp] = now
 
     def deliver_fetches(self, topics: Sequence[str], handler: FetchHandler) -> None:
         """Send every fetched run of records of `topics` to `handler`, not to agents.

@@ -220,7 +220,7 @@ class DeviceRecord:
 class SessionWorker:
     """Processes input messages and timer ticks; owns the in-memory view of the device table."""
 
-    def __init__(self, app: faust.App, config: Config, partitions: int) -> None:
+    def __init__(self, app: FetchApp, config: Config, partitions: int) -> None:
         self.app = app
         self.config = config
         self.partitions = partitions
@@ -527,6 +527,7 @@ class SessionWorker:
             {f"{tp.topic}:{tp.partition}": o for tp, o in self.uncommitted.items()},
         )
         self.committed_at = time.monotonic()
+        self.app.note_committed(self.uncommitted)
         # Markers only keep recovery from waiting on the last offset: not worth a round trip
         # here (the next commit, or the shutdown, makes sure they went out).
         self.markers_sent = await write_checkpoint_markers(self.marker_producer, changelog, touched)
@@ -583,7 +584,7 @@ class SessionWorker:
     async def _caught_up(self, partition: int) -> bool:
         """Nothing left to read on the partition: everything fetched has been applied."""
         consumer = self.app.consumer
-        pending: set[TP] = self.app.fetch_pending  # type: ignore[attr-defined]
+        pending = self.app.fetch_pending
         quiet_since = time.monotonic() - 2 * self.config.worker.tick_s
         for topic in (self.topics.input, self.repartition_topic.get_topic_name()):
             tp = TP(topic, partition)
