@@ -30,6 +30,7 @@ Mapping:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Mapping
@@ -58,7 +59,13 @@ MAX_PROPERTY_LENGTH = 255
 def iso_time(epoch_ms: int) -> str:
     """``epoch_ms`` as ISO 8601 UTC with milliseconds: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _iso_second(seconds: int) -> str:
+    # Records come in arrival order, so the same seconds recur: formatting one costs ~0.8 us.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def alias_name(device_id: str) -> str:
