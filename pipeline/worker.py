@@ -260,6 +260,7 @@ class SessionWorker:
         self.marker_producer: aiokafka.AIOKafkaProducer | None = None
         self.sink: TransactionalSink | None = None
         self.gaps: GapReader | None = None
+        self.watchdog: asyncio.Future[None] | None = None
         self.broken = False
         self.stopped = False
 
@@ -572,6 +573,53 @@ class SessionWorker:
         if pending and time.monotonic() - self.committed_at >= self.config.worker.commit_interval_s:
             await self._commit()
 
+    def watch_recovery(self) -> None:
+        """Start the recovery watchdog (once): Faust starts timers only after the first
+        recovery has completed, which is what may need help."""
+        if self.watchdog is None:
+            self.watchdog = asyncio.ensure_future(self._watch_recovery())
+
+    async def _watch_recovery(self) -> None:
+        while not self.stopped:
+            await asyncio.sleep(self.config.worker.tick_s)
+            async with self.lock:
+                if not self.stopped:
+                    await self._unstick_recovery()
+
+    async def _unstick_recovery(self) -> None:
+        """Let Faust's recovery finish on changelog partitions that end in a transaction marker.
+
+        Faust recovers a changelog partition until it has read a record at the partition's last
+        offset; when that offset is a marker (a worker killed for good left an aborted
+        transaction, aborted by the broker after `transaction_timeout_ms`), it waits forever.
+        Once the consumer has read past everything up to that offset and no record came,
+        a checkpoint record gives it one to read.
+        """
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]
+        if not recovery.in_recovery:  # (the app counts as rebalancing until recovery ends)
+            return
+        consumer = self.app.consumer
+        stuck = []
+        for tp in list(recovery.active_tps):
+            last = recovery.active_highwaters.get(tp)
+            read = recovery.active_offsets.get(tp)
+            if last is None or last < 0 or (read is not None and read >= last):
+                continue  # empty, or recovered
+            try:
+                position = await consumer.position(tp)
+            except Exception:  # not assigned any more: a rebalance is coming
+                continue
+            if position is not None and position > last:
+                stuck.append(tp)
+        if stuck:
+            await self._ensure_producer()
+            changelog = self.table.changelog_topic.get_topic_name()
+            partitions = {tp.partition for tp in stuck if tp.topic == changelog}
+            log.warning("changelog partitions %s end in a transaction marker", sorted(partitions))
+            self.markers_sent += await write_checkpoint_markers(
+                self.marker_producer, changelog, partitions
+            )
+
     def _ready(self) -> bool:
         recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]
         return not self.app.rebalancing and not recovery.in_recovery
@@ -630,6 +678,8 @@ class SessionWorker:
         Nothing runs after this: a late message or tick would otherwise start a new producer
         and transaction, and could commit offsets whose records went with the old one.
         """
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         async with self.lock:
             log.debug("shutting down; a message was cut short: %s", self.broken)
             await self._commit()
@@ -721,7 +771,11 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
     async def shutdown(sender: Any, **_: Any) -> None:
         await worker.on_shutdown()
 
+    async def assigned(sender: Any, assigned: Any, **_: Any) -> None:
+        worker.watch_recovery()
+
     app.on_partitions_revoked.connect(revoked)  # type: ignore[arg-type]
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(shutdown)  # type: ignore[arg-type]
     return app, worker
 
@@ -746,6 +800,9 @@ def transactional_producer(config: Config) -> aiokafka.AIOKafkaProducer:
     return aiokafka.AIOKafkaProducer(
         transactional_id=f"{config.worker.app_id}-{config.worker.instance_id}",
         enable_idempotence=True,
+        # As Kafka Streams does: a killed worker's open transaction blocks readers of its
+        # partitions until the broker aborts it, this long after it began (default 60 s).
+        transaction_timeout_ms=10_000,
         linger_ms=5,
         max_batch_size=256 * 1024,
         **config.kafka.client_options(),

@@ -78,9 +78,12 @@ class Pipeline:
         """Create the pipeline's topics with the configured partitions (not 1 by auto-create)."""
         asyncio.run(ensure_topics(load_config(self.config_path, env={})))
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
+    def start_worker(self, instance_id: str | None = None) -> subprocess.Popen[bytes]:
+        """A worker process; workers running side by side need their own `instance_id`."""
         log = (self.directory / f"worker-{len(self.workers)}.log").open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if instance_id is not None:
+            env["SESSIONIZE_WORKER_INSTANCE_ID"] = instance_id
         process = subprocess.Popen(
             [
                 sys.executable,

@@ -276,6 +276,39 @@ def test_stop_mid_stream_loses_nothing_and_delivers_nothing_twice(
     assert_same_as_offline(pipeline, messages, stream)
 
 
+def test_a_second_worker_takes_over_from_one_killed_for_good(
+    pipeline_factory: Callable[..., Pipeline],
+) -> None:
+    # Two workers share the partitions; one is killed and never comes back. The other must
+    # recover its devices (the changelog ends in the dead worker's aborted transaction) and
+    # finish the work: nothing lost, nothing delivered twice.
+    pipeline = pipeline_factory(sessions=FAST, partitions=4)
+    messages = workload(devices=300, batch_size=2, seed=17)
+    first, second = messages[: len(messages) // 2], messages[len(messages) // 2 :]
+    survivor = pipeline.start_worker(instance_id="survivor")
+    doomed = pipeline.start_worker(instance_id="doomed")
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), first))
+    asyncio.run(
+        consume(
+            pipeline.bootstrap,
+            [pipeline.topic("enriched")],
+            lambda r: len(r[pipeline.topic("enriched")]) > 200,
+            90,
+        )
+    )
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(20)
+    asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), second))
+    stream = asyncio.run(stream_outputs(pipeline, timeout_s=150))
+    assert survivor.poll() is None
+
+    starts = [r["session_id"] for r in stream["sessions"] if r["type"] == "session_start"]
+    assert len(starts) == len(set(starts)), "a session_start was delivered twice"
+    event_keys = [(r["session_id"], r["event_id"]) for r in stream["enriched"]]
+    assert len(event_keys) == len(set(event_keys)), "an enriched event was delivered twice"
+    assert_same_as_offline(pipeline, messages, stream)
+
+
 def test_clean_restart_recovers_open_sessions_with_their_ids(
     pipeline_factory: Callable[..., Pipeline],
 ) -> None:
