@@ -319,10 +319,11 @@ class SessionWorker:
         return committed
 
     async def _fill_gap(self, tp: TP, start: int, end: int) -> None:
-        # Faust can drop a run of messages when it resumes streams after table recovery with a
-        # backlog waiting (its read-offset guard discards them as already read): read them
-        # ourselves, in order, before the message that revealed the gap. Transaction markers
-        # also leave gaps; those read as nothing.
+        # Records between the last applied offset and a fetch (or the end of the partition)
+        # that never reached on_fetch: read them ourselves, in order, before going on. Faust's
+        # streams dropped such runs after a table recovery (their read-offset guard); fetches
+        # bypass that guard, so this is a safety net. Transaction markers also leave gaps;
+        # those read as nothing.
         assert self.gaps is not None
         recovered = 0
         async for record in self.gaps.read(tp, start, end):
