@@ -11,7 +11,7 @@ transitions and screen views, since this project forwards the same events mParti
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 SESSION_START = "session_start"
 SESSION_END = "session_end"
@@ -53,8 +53,7 @@ def event_properties(record: Mapping[str, Any]) -> dict[str, Any]:
 
     Fixed keys come first and win over attributes of the same name.
     """
-    change = record.get("attribute")
-    if record["type"] == "session_attribute" and isinstance(change, Mapping):
+    if record["type"] == "session_attribute" and _is_mapping(change := record.get("attribute")):
         fixed = {
             "attribute_key": change.get("key"),
             "attribute_op": change.get("op"),
@@ -62,7 +61,7 @@ def event_properties(record: Mapping[str, Any]) -> dict[str, Any]:
         }
         return merged(fixed, record.get("attributes"))
     attributes = record.get("attributes")
-    return dict(attributes) if isinstance(attributes, Mapping) else {}
+    return dict(attributes) if _is_mapping(attributes) else {}
 
 
 def session_properties(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,10 +85,15 @@ def session_properties(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def merged(fixed: dict[str, Any], attributes: Any) -> dict[str, Any]:
     """``fixed`` (changed in place) followed by the ``attributes`` whose keys it lacks."""
-    if isinstance(attributes, Mapping):
+    if _is_mapping(attributes):
         for key, value in attributes.items():
             fixed.setdefault(key, value)
     return fixed
+
+
+def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
+    # Records are dicts (from orjson); the ABC check is for the rare other Mapping, and slow.
+    return type(value) is dict or isinstance(value, Mapping)
 
 
 def record_time(record: Mapping[str, Any]) -> int:
@@ -121,7 +125,9 @@ def cleaned_keys(properties: dict[str, Any], max_length: int) -> dict[str, Any]:
     Both partners reserve ``$`` names. Returns the same dict when every key already fits. When
     two keys clean to the same name the first one wins, so fixed properties placed first stay.
     """
-    if all(key and key[0] != "$" and len(key) <= max_length for key in properties):
+    if not properties or all(
+        key and key[0] != "$" and len(key) <= max_length for key in properties
+    ):
         return properties
     cleaned: dict[str, Any] = {}
     for key, value in properties.items():
