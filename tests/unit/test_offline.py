@@ -259,6 +259,13 @@ def test_batch_that_is_not_a_batch_is_rejected_whole(tmp_path: Path) -> None:
     assert dead["payload"] == not_array.decode()
 
 
+def test_empty_batch_applies_nothing_and_counts_as_a_line(tmp_path: Path) -> None:
+    outputs = run(jsonl(batch(), event("e1", 0, "app_launch")), tmp_path)
+    assert outputs["dead_letter"] == []
+    assert [r["event_id"] for r in outputs["enriched"]] == ["e1"]
+    assert (outputs["summary"]["lines"], outputs["summary"]["events_applied"]) == (2, 1)
+
+
 def _too_large() -> bytes:
     padding = "x" * Limits().max_event_bytes
     return orjson.dumps(event("big", 0, "custom_event", attributes={"padding": padding}))
