@@ -70,6 +70,27 @@ def assert_same_as_offline(
     assert {d["topic"] for d in stream["deadletter"]} <= {pipeline.topic("raw")}
 
 
+def assert_exactly_once_as_offline(
+    pipeline: Pipeline,
+    messages: list[tuple[bytes | None, bytes]],
+    stream: dict[str, list[dict[str, Any]]],
+) -> None:
+    """No session_start and no enriched event twice, and the offline outputs."""
+    starts = [r["session_id"] for r in stream["sessions"] if r["type"] == "session_start"]
+    assert len(starts) == len(set(starts)), "a session_start was delivered twice"
+    event_keys = [(r["session_id"], r["event_id"]) for r in stream["enriched"]]
+    assert len(event_keys) == len(set(event_keys)), "an enriched event was delivered twice"
+    assert_same_as_offline(pipeline, messages, stream)
+
+
+def wait_for_enriched(pipeline: Pipeline, more_than: int, timeout_s: float) -> None:
+    """Until the enriched topic holds more than `more_than` records (the worker is busy)."""
+    topic = pipeline.topic("enriched")
+    asyncio.run(
+        consume(pipeline.bootstrap, [topic], lambda r: len(r[topic]) > more_than, timeout_s)
+    )
+
+
 def assert_same_per_device(
     actual: dict[Any, list[dict[str, Any]]],
     expected: dict[Any, list[dict[str, Any]]],
@@ -255,25 +276,14 @@ def test_stop_mid_stream_loses_nothing_and_delivers_nothing_twice(
     pipeline.start_worker()
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), first))
     # Kill it while it is busy with the first half, then queue the rest as a backlog.
-    asyncio.run(
-        consume(
-            pipeline.bootstrap,
-            [pipeline.topic("enriched")],
-            lambda r: len(r[pipeline.topic("enriched")]) > 200,
-            60,
-        )
-    )
+    wait_for_enriched(pipeline, more_than=200, timeout_s=60)
     pipeline.workers[-1].send_signal(stop)
     pipeline.workers[-1].wait(20)  # a clean stop must not hang on unacked messages
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), second))
     pipeline.start_worker()
     stream = asyncio.run(stream_outputs(pipeline, timeout_s=120))
 
-    starts = [r["session_id"] for r in stream["sessions"] if r["type"] == "session_start"]
-    assert len(starts) == len(set(starts)), "a session_start was delivered twice"
-    event_keys = [(r["session_id"], r["event_id"]) for r in stream["enriched"]]
-    assert len(event_keys) == len(set(event_keys)), "an enriched event was delivered twice"
-    assert_same_as_offline(pipeline, messages, stream)
+    assert_exactly_once_as_offline(pipeline, messages, stream)
 
 
 def test_a_second_worker_takes_over_from_one_killed_for_good(
@@ -288,25 +298,14 @@ def test_a_second_worker_takes_over_from_one_killed_for_good(
     survivor = pipeline.start_worker(instance_id="survivor")
     doomed = pipeline.start_worker(instance_id="doomed")
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), first))
-    asyncio.run(
-        consume(
-            pipeline.bootstrap,
-            [pipeline.topic("enriched")],
-            lambda r: len(r[pipeline.topic("enriched")]) > 200,
-            90,
-        )
-    )
+    wait_for_enriched(pipeline, more_than=200, timeout_s=90)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(20)
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), second))
     stream = asyncio.run(stream_outputs(pipeline, timeout_s=150))
     assert survivor.poll() is None
 
-    starts = [r["session_id"] for r in stream["sessions"] if r["type"] == "session_start"]
-    assert len(starts) == len(set(starts)), "a session_start was delivered twice"
-    event_keys = [(r["session_id"], r["event_id"]) for r in stream["enriched"]]
-    assert len(event_keys) == len(set(event_keys)), "an enriched event was delivered twice"
-    assert_same_as_offline(pipeline, messages, stream)
+    assert_exactly_once_as_offline(pipeline, messages, stream)
 
 
 def test_clean_restart_recovers_open_sessions_with_their_ids(
