@@ -22,11 +22,6 @@ from pipeline.partners import Partner, partner_records
 SESSION_RECORD_TYPES = frozenset(("session_start", "session_end"))
 
 
-def is_session_record(record: Record) -> bool:
-    """A session_start or session_end (else: an enriched event)."""
-    return record["type"] in SESSION_RECORD_TYPES
-
-
 @dataclass(slots=True)
 class Outputs:
     """Records waiting to be written.
@@ -39,20 +34,6 @@ class Outputs:
     canonical: list[Record] = field(default_factory=list)
     partners: dict[str, list[Record]] = field(default_factory=dict)
     verbatim: tuple[str, ...] = ()
-
-    @property
-    def sessions(self) -> list[Record]:
-        """The session_start and session_end records of `canonical`."""
-        return [r for r in self.canonical if r["type"] in SESSION_RECORD_TYPES]
-
-    @property
-    def enriched(self) -> list[Record]:
-        """The enriched events of `canonical`."""
-        return [r for r in self.canonical if r["type"] not in SESSION_RECORD_TYPES]
-
-    def partner(self, name: str) -> list[Record]:
-        """Everything partner `name` gets."""
-        return self.canonical if name in self.verbatim else self.partners[name]
 
     def clear(self) -> None:
         """Forget what has been written."""
