@@ -207,14 +207,10 @@ class SessionRules:
             return Applied.DUPLICATE
         ts: int = event["ts"]
         kind = event["type"]
-        if session is not None:
-            if session.foreground_since is None:
-                expired = ts >= session.last_ts + session.timeout_ms
-            else:
-                expired = ts >= session.last_ts + self._idle_ms
-            if expired:
-                self._close_expired(state, out)
-                session = None
+        deadline = self.deadline(state)
+        if deadline is not None and ts >= deadline:
+            self._close_expired(state, out)
+            session = None
         if kind == SESSION_ATTRIBUTE:
             refused = self._attribute_refusal(state, event["attribute"])
             if refused is not None:

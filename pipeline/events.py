@@ -30,7 +30,6 @@ _INHERITED: Final = ("app_id", "device_id", "user_id")
 
 _event_schema = validator("event")
 _batch_schema = validator("batch")
-_is_valid_event = _event_schema.is_valid
 _loads = orjson.loads
 _NO_REJECTIONS: Final[list[Rejection]] = []  # shared: never appended to
 
@@ -94,10 +93,6 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
     max_ts = now_ms + limits.max_future_skew_ms
     if "events" in document and "type" not in document:
         return _parse_batch(document, max_ts, message)
-    # The common case inline: a valid event with an integer ts in range.
-    ts = document.get("ts")
-    if _is_valid_event(document) and type(ts) is int and MIN_TS_MS <= ts <= max_ts:
-        return ParsedMessage([document], None, _NO_REJECTIONS)
     rejection = _check_event(document, max_ts)
     if rejection is None:
         return ParsedMessage([document], None, _NO_REJECTIONS)
