@@ -137,6 +137,10 @@ class SessionConfig:
     app_session_timeout_s: Mapping[str, float] = field(default_factory=dict)
     # A partner kit keeps its own fixed timeout: it ignores the SDK's per-event override.
     honor_event_timeout: bool = True
+    # Duplicate memory (rule 1): ids of sessions that ended this long before the device's
+    # latest event time are remembered, at most this many ids per device.
+    dedup_window_s: float = 3600.0
+    dedup_max_ids: int = 10_000
 
     def timeout_ms(self, app_id: str) -> int:
         """The background session timeout of `app_id`, in ms."""

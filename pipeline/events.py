@@ -19,6 +19,14 @@ from pipeline.schemas import validator
 MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 DEFAULT_MAX_EVENT_BYTES: Final = 1_048_576
 DEFAULT_MAX_FUTURE_SKEW_S: Final = 86_400
+DEFAULT_MAX_DEPTH: Final = 32
+DEFAULT_MAX_DEAD_LETTER_PAYLOAD_BYTES: Final = 65_536
+MAX_DEPTH_LIMIT: Final = 128  # orjson writes 254 levels; partner formats nest an event deeper
+# Room for what the pipeline adds to an event (session fields, inherited batch fields, partner
+# envelopes) and for a dead letter's fields around its capped payload.
+RECORD_OVERHEAD_BYTES: Final = 65_536
+# JSON text can grow when written back: a control character in a string becomes \u0000.
+_ESCAPE_GROWTH: Final = 6
 
 MALFORMED_JSON: Final = "malformed_json"
 INVALID_EVENT: Final = "invalid_event"
@@ -50,10 +58,19 @@ class Limits:
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     max_future_skew_s: float = DEFAULT_MAX_FUTURE_SKEW_S
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_dead_letter_payload_bytes: int = DEFAULT_MAX_DEAD_LETTER_PAYLOAD_BYTES
     max_future_skew_ms: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "max_future_skew_ms", int(self.max_future_skew_s * 1000))
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record the pipeline writes: an accepted event with what it adds, or a
+        dead letter with its capped payload (escaped). Topics and producers must hold it."""
+        dead_letter = _ESCAPE_GROWTH * self.max_dead_letter_payload_bytes
+        return max(self.max_event_bytes, dead_letter) + RECORD_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
