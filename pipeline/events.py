@@ -9,6 +9,8 @@ keep their array order. Validation is the compiled schema of `schemas/` (see pip
 from __future__ import annotations
 
 import base64
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,6 +29,9 @@ MAX_DEPTH_LIMIT: Final = 128  # orjson writes 254 levels; partner formats nest a
 RECORD_OVERHEAD_BYTES: Final = 65_536
 # JSON text can grow when written back: a control character in a string becomes \u0000.
 _ESCAPE_GROWTH: Final = 6
+# How much an accepted event can grow when written back (a number token such as 9e15 becomes
+# 9000000000000000.0): messages this much under max_event_bytes cannot outgrow it.
+_WRITTEN_GROWTH: Final = 5
 
 MALFORMED_JSON: Final = "malformed_json"
 INVALID_EVENT: Final = "invalid_event"
@@ -108,15 +113,24 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])
     max_ts = now_ms + limits.max_future_skew_ms
+    # Only a message with more containers than max_depth can nest deeper: skip the walk.
+    max_depth = limits.max_depth
+    deep = message.count(b"{") + message.count(b"[") > max_depth
     if "events" in document and "type" not in document:
-        return _parse_batch(document, max_ts, message)
-    rejection = _check_event(document, max_ts)
-    if rejection is None:
-        return ParsedMessage([document], None, _NO_REJECTIONS)
-    return ParsedMessage([], None, [rejection])
+        parsed = _parse_batch(document, max_ts, message, max_depth if deep else 0)
+    else:
+        rejection = _check_event(document, max_ts, max_depth if deep else 0)
+        if rejection is not None:
+            return ParsedMessage([], None, [rejection])
+        parsed = ParsedMessage([document], None, _NO_REJECTIONS)
+    if len(message) * _WRITTEN_GROWTH > limits.max_event_bytes:
+        _refuse_unwritable(parsed, message, limits.max_event_bytes)
+    return parsed
 
 
-def _parse_batch(batch: dict[str, Any], max_ts: int, message: bytes) -> ParsedMessage:
+def _parse_batch(
+    batch: dict[str, Any], max_ts: int, message: bytes, max_depth: int
+) -> ParsedMessage:
     if not _batch_schema.is_valid(batch):
         error = _batch_schema.explain(batch, root="batch")
         return ParsedMessage([], None, [Rejection(INVALID_EVENT, error)])
@@ -127,12 +141,13 @@ def _parse_batch(batch: dict[str, Any], max_ts: int, message: bytes) -> ParsedMe
     for index, event in enumerate(batch["events"]):
         if type(event) is not dict:
             error = f"batch event is not a JSON object but {_json_kind(event)}"
-            rejections.append(Rejection(INVALID_EVENT, error, index, orjson.dumps(event)))
+            payload = batch_event_as_sent(message, index)
+            rejections.append(Rejection(INVALID_EVENT, error, index, payload))
             continue
         for key, value in inherited:
             if key not in event:
                 event[key] = value
-        rejection = _check_event(event, max_ts)
+        rejection = _check_event(event, max_ts, max_depth)
         if rejection is None:
             events.append(event)
             indices.append(index)
@@ -142,9 +157,35 @@ def _parse_batch(batch: dict[str, Any], max_ts: int, message: bytes) -> ParsedMe
     return ParsedMessage(events, indices, rejections)
 
 
-def _check_event(event: dict[str, Any], max_ts: int) -> Rejection | None:
+def _refuse_unwritable(parsed: ParsedMessage, message: bytes, max_event_bytes: int) -> None:
+    # Written back, JSON can grow ("1e9" is 1000000000.0): an event must still fit its output.
+    kept = []
+    kept_indices = []
+    rejections = list(parsed.rejections)
+    for position, event in enumerate(parsed.events):
+        size = len(orjson.dumps(event))
+        index = parsed.indices[position] if parsed.indices is not None else None
+        if size <= max_event_bytes:
+            kept.append(event)
+            kept_indices.append(index)
+            continue
+        error = f"event is {size} bytes written back, over max_event_bytes={max_event_bytes}"
+        payload = batch_event_as_sent(message, index) if index is not None else None
+        rejections.append(Rejection(TOO_LARGE, error, index, payload))
+    if len(kept) == len(parsed.events):
+        return
+    rejections.sort(key=lambda rejection: rejection.index or 0)
+    parsed.events = kept
+    parsed.indices = None if parsed.indices is None else [i for i in kept_indices if i is not None]
+    parsed.rejections = rejections
+
+
+def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Rejection | None:
+    """Why `event` cannot be applied, or None. `max_depth` 0: known not to nest too deep."""
     if not _event_schema.is_valid(event):
         return Rejection(INVALID_EVENT, _event_schema.explain(event))
+    if max_depth and _deeper_than(event.values(), 1, max_depth):
+        return Rejection(INVALID_EVENT, f"event nests deeper than max_depth={max_depth} levels")
     ts = event["ts"]
     if type(ts) is not int:  # the schema's "integer" admits 1.0; events carry exact ints
         ts = event["ts"] = int(ts)
@@ -155,6 +196,21 @@ def _check_event(event: dict[str, Any], max_ts: int) -> Rejection | None:
             TIMESTAMP_OUT_OF_RANGE, f"ts {ts} is more than max_future_skew_s ahead of now"
         )
     return None
+
+
+def _deeper_than(values: Iterable[Any], level: int, max_depth: int) -> bool:
+    """Whether any of `values`, held by a container at `level`, nests past `max_depth` levels.
+
+    Recursion stops at `max_depth`, so it stays far from Python's recursion limit.
+    """
+    for value in values:
+        kind = type(value)
+        if kind is dict:
+            if level >= max_depth or _deeper_than(value.values(), level + 1, max_depth):
+                return True
+        elif kind is list and (level >= max_depth or _deeper_than(value, level + 1, max_depth)):
+            return True
+    return False
 
 
 def _json_kind(value: Any) -> str:
@@ -175,10 +231,14 @@ def encode_payload(payload: bytes) -> tuple[str, str]:
 
 
 def batch_event_as_sent(message: bytes, index: int) -> bytes:
-    """The bytes of event `index` of a batch message as the SDK sent it (nothing inherited)."""
+    """The bytes of event `index` of a batch message as the SDK sent it (nothing inherited).
+
+    The whole message when the event cannot be written back alone (nested too deep for JSON
+    writers, for one).
+    """
     try:
         return orjson.dumps(orjson.loads(message)["events"][index])
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, IndexError, TypeError):
         return message
 
 
@@ -199,17 +259,39 @@ def attribute_rejection(
     return Rejection(reason, error, index, payload)
 
 
-def dead_letter(rejection: Rejection, message: bytes, origin: dict[str, Any]) -> dict[str, Any]:
-    """The dead-letter record of a rejection; `origin` is {"line": n} or topic/partition/offset."""
-    payload, encoding = encode_payload(
-        rejection.payload if rejection.payload is not None else message
-    )
-    return {
+def dead_letter(
+    rejection: Rejection,
+    message: bytes,
+    origin: dict[str, Any],
+    max_payload_bytes: int = DEFAULT_MAX_DEAD_LETTER_PAYLOAD_BYTES,
+) -> dict[str, Any]:
+    """The dead-letter record of a rejection; `origin` is {"line": n} or topic/partition/offset.
+
+    A payload over `max_payload_bytes` is cut there (on a character boundary for text), and the
+    record says so, with the original size and SHA-256.
+    """
+    original = rejection.payload if rejection.payload is not None else message
+    record = {
         "type": "dead_letter",
         "reason": rejection.reason,
         "error": rejection.error,
         **origin,
         "index": rejection.index,
-        "payload": payload,
-        "payload_encoding": encoding,
     }
+    if len(original) <= max_payload_bytes:
+        record["payload"], record["payload_encoding"] = encode_payload(original)
+        return record
+    try:
+        original.decode("utf-8")
+    except UnicodeDecodeError:
+        payload = base64.b64encode(original[:max_payload_bytes]).decode("ascii")
+        encoding = "base64"
+    else:  # valid UTF-8: only the last, cut character can fail to decode
+        payload = original[:max_payload_bytes].decode("utf-8", errors="ignore")
+        encoding = "utf-8"
+    record["payload"] = payload
+    record["payload_encoding"] = encoding
+    record["payload_truncated"] = True
+    record["payload_bytes"] = len(original)
+    record["payload_sha256"] = hashlib.sha256(original).hexdigest()
+    return record

@@ -134,6 +134,7 @@ def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Su
     verdicts: Counter[Applied] = Counter()
     writers = _Writers(output_dir, (p.name for p in config.partners))
     limits = config.limits
+    max_payload = limits.max_dead_letter_payload_bytes
     applied = Applied.APPLIED
     number = 0
     try:
@@ -144,7 +145,7 @@ def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Su
                 if parsed.rejections:
                     for rejection in parsed.rejections:
                         summary.dead_letters[rejection.reason] += 1
-                        dead.append(dead_letter(rejection, message, {"line": number}))
+                        dead.append(dead_letter(rejection, message, {"line": number}, max_payload))
                 for event in parsed.events:
                     key = (event["app_id"], event["device_id"])
                     device = states.get(key)
@@ -156,7 +157,9 @@ def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Su
                         if verdict.rejected:
                             index = parsed.index_of(event)
                             rejection = attribute_rejection(verdict.value, event, index, message)
-                            dead.append(dead_letter(rejection, message, {"line": number}))
+                            dead.append(
+                                dead_letter(rejection, message, {"line": number}, max_payload)
+                            )
                             summary.dead_letters[rejection.reason] += 1
                 if len(emitted) >= _FLUSH_RECORDS:
                     writers.write(out, dead, summary)

@@ -450,7 +450,8 @@ class SessionWorker:
     def _dead_letter(
         self, rejection: Rejection, message: bytes, origin: dict[str, Any], key: bytes | None
     ) -> tuple[bytes | None, bytes]:
-        return key, orjson.dumps(dead_letter(rejection, message, origin))
+        cap = self.config.limits.max_dead_letter_payload_bytes
+        return key, orjson.dumps(dead_letter(rejection, message, origin, cap))
 
     def _send_outputs(self, out: Outputs, device_id: str) -> None:
         """Queue what one device emitted; every output is keyed by its device id."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Any
 
 import orjson
@@ -197,3 +198,108 @@ def test_dead_letter_base64_for_non_utf8_payload() -> None:
 
 def test_encode_payload_round_trips() -> None:
     assert encode_payload("é".encode()) == ("é", "utf-8")
+
+
+def nested_message(depth: int, container: str = "object") -> bytes:
+    """An event whose `attributes` make the whole event `depth` levels deep (event = level 1).
+
+    Built as text: JSON writers refuse to write past 254 levels.
+    """
+    head = orjson.dumps(event())[:-1] + b',"attributes":'
+    inner = depth - 1  # the attributes object is level 2
+    if container == "object":
+        return head + b'{"x":' * (inner - 1) + b"{}" + b"}" * (inner - 1) + b"}"
+    return head + b"{" + b'"x":' + b"[" * (inner - 1) + b"]" * (inner - 1) + b"}}"
+
+
+def test_spec_nesting_example_is_four_levels_deep() -> None:
+    message = orjson.dumps(event(attributes={"cart": [{"sku": "a"}]}))
+    assert reasons(message, Limits(max_depth=4)) == []
+    assert reasons(message, Limits(max_depth=3)) == ["invalid_event"]
+
+
+@pytest.mark.parametrize("container", ["object", "array"])
+def test_nesting_up_to_max_depth_is_accepted_and_one_more_is_invalid(container: str) -> None:
+    assert reasons(nested_message(32, container)) == []
+    assert reasons(nested_message(33, container)) == ["invalid_event"]
+    parsed = parse_message(nested_message(33, container), NOW)
+    assert "max_depth=32" in parsed.rejections[0].error
+
+
+@pytest.mark.parametrize("depth", [255, 300, 1000])
+def test_events_deeper_than_json_writers_go_are_invalid_not_a_crash(depth: int) -> None:
+    assert reasons(nested_message(depth)) == ["invalid_event"]
+
+
+def test_every_accepted_event_can_be_written_back() -> None:
+    parsed = parse_message(nested_message(32), NOW)
+    assert orjson.loads(orjson.dumps(parsed.events[0])) == parsed.events[0]
+
+
+def test_a_deep_event_in_a_batch_is_dead_lettered_alone_with_the_batch_as_payload() -> None:
+    deep = nested_message(400)
+    message = (
+        b'{"app_id":"a1","device_id":"d1","events":['
+        + deep
+        + b","
+        + orjson.dumps(event(event_id="e2"))
+        + b"]}"
+    )
+    parsed = parse_message(message, NOW)
+    assert [e["event_id"] for e in parsed.events] == ["e2"]
+    assert [(r.reason, r.index) for r in parsed.rejections] == [("invalid_event", 0)]
+    # The event alone cannot be written back: the payload is the whole message.
+    assert parsed.rejections[0].payload == message
+
+
+def test_max_depth_is_configurable() -> None:
+    assert reasons(nested_message(5), Limits(max_depth=5)) == []
+    assert reasons(nested_message(6), Limits(max_depth=5)) == ["invalid_event"]
+
+
+def test_an_event_that_would_outgrow_max_event_bytes_when_written_is_too_large() -> None:
+    # "9e15" is written back as 9000000000000000.0: 4.5 times longer.
+    numbers = b",".join([b"9e15"] * 2_000)
+    message = orjson.dumps(event())[:-1] + b',"n":[' + numbers + b"]}"
+    limits = Limits(max_event_bytes=len(message) + 1)
+    parsed = parse_message(message, NOW, limits)
+    assert [r.reason for r in parsed.rejections] == ["too_large"]
+    assert "written back" in parsed.rejections[0].error
+    assert parsed.events == []
+
+
+def test_dead_letter_payload_is_capped_on_a_character_boundary() -> None:
+    original = ("é" * 40_000).encode()  # 80,000 bytes of two-byte characters
+    record = dead_letter(Rejection("too_large", "big"), original, {"line": 1}, 65_535)
+    assert record["payload"] == "é" * 32_767  # 65,534 bytes: the cut character is left out
+    assert record["payload_encoding"] == "utf-8"
+    assert record["payload_truncated"] is True
+    assert record["payload_bytes"] == 80_000
+    assert record["payload_sha256"] == hashlib.sha256(original).hexdigest()
+    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
+
+
+def test_dead_letter_payload_cap_defaults_to_64_kib() -> None:
+    exact = b"x" * 65_536
+    record = dead_letter(Rejection("too_large", "big"), exact, {"line": 1})
+    assert record["payload"] == exact.decode()
+    assert "payload_truncated" not in record
+    record = dead_letter(Rejection("too_large", "big"), exact + b"x", {"line": 1})
+    assert record["payload"] == exact.decode()
+    assert record["payload_bytes"] == 65_537
+
+
+def test_binary_dead_letter_payload_is_capped_before_base64() -> None:
+    original = b"\xff" * 100_000
+    record = dead_letter(Rejection("malformed_json", "bad"), original, {"line": 1}, 1_000)
+    assert record["payload_encoding"] == "base64"
+    assert base64.b64decode(record["payload"]) == original[:1_000]
+    assert record["payload_bytes"] == 100_000
+    assert record["payload_sha256"] == hashlib.sha256(original).hexdigest()
+    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
+
+
+def test_a_truncated_dead_letter_must_say_so_in_full() -> None:
+    record = dead_letter(Rejection("too_large", "big"), b"x" * 2_000, {"line": 1}, 1_000)
+    del record["payload_sha256"]
+    assert not validator("dead_letter").is_valid(record)

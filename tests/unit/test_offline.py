@@ -271,6 +271,12 @@ def _too_large() -> bytes:
     return orjson.dumps(event("big", 0, "custom_event", attributes={"padding": padding}))
 
 
+def _deep(depth: int) -> bytes:
+    """A custom event `depth` levels deep (the event is level 1), written as text."""
+    head = orjson.dumps(event("deep", 0, "custom_event"))[:-1] + b',"attributes":'
+    return head + b'{"x":' * (depth - 2) + b"{}" + b"}" * (depth - 2) + b"}"
+
+
 @pytest.mark.parametrize(
     ("reason", "message"),
     [
@@ -281,6 +287,8 @@ def _too_large() -> bytes:
         ("timestamp_out_of_range", orjson.dumps({**event("e9", 0), "ts": 946_684_799_999})),
         ("timestamp_out_of_range", orjson.dumps({**event("e9", 0), "ts": NOW + 86_400_001})),
         ("too_large", _too_large()),
+        ("invalid_event", _deep(33)),
+        ("invalid_event", _deep(1000)),
     ],
     ids=[
         "truncated",
@@ -290,6 +298,8 @@ def _too_large() -> bytes:
         "before-2000",
         "future",
         "too-large",
+        "deeper-than-max-depth",
+        "deeper-than-json-writers",
     ],
 )
 def test_rejected_message_reaches_dead_letter_and_has_no_effect(
@@ -300,7 +310,9 @@ def test_rejected_message_reaches_dead_letter_and_has_no_effect(
     outputs = run(data, tmp_path)
     [dead] = outputs["dead_letter"]
     assert (dead["reason"], dead["line"], dead["index"]) == (reason, 3, None)
-    assert dead["payload"] == message.decode()
+    cap = Limits().max_dead_letter_payload_bytes
+    assert dead["payload"] == message[:cap].decode()
+    assert dead.get("payload_bytes") == (len(message) if len(message) > cap else None)
     # One session: the rejected message neither expired, extended nor opened one.
     [end] = ends(outputs)
     assert (end["event_count"], end["end_ts"]) == (3, T0 + 59_999)
@@ -640,3 +652,13 @@ def test_output_dir_that_is_a_file_exits_2(tmp_path: Path, capsys: Any) -> None:
     assert cli("run", "--input", str(source), "--output-dir", str(blocker)) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "cannot create output directory" in err
+
+
+def test_a_line_deeper_than_json_writers_go_is_a_dead_letter_not_a_crash(tmp_path: Path) -> None:
+    data = jsonl(event("e1", 0, "app_launch"), _deep(300), event("e2", 1_000))
+    code, outputs = run_cli(tmp_path, data)
+    assert code == 0
+    assert outputs is not None
+    assert [(d["reason"], d["line"]) for d in outputs["dead_letter"]] == [("invalid_event", 2)]
+    assert [r["event_id"] for r in outputs["enriched"]] == ["e1", "e2"]
+    assert outputs["summary"]["lines"] == 3
