@@ -9,6 +9,7 @@ clock or touches Kafka: offline mode and the Faust worker both drive the same ru
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import uuid
 from collections.abc import Mapping
@@ -66,7 +67,8 @@ class OpenSession:
     user_id: str | None = None
     user_ids: list[str] = field(default_factory=list)
     attributes: dict[str, Any] = field(default_factory=dict)
-    event_ids: set[str] = field(default_factory=set)
+    # Applied ids in application order (a dict: ordered, so the oldest are forgotten first).
+    event_ids: dict[str, None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -76,7 +78,15 @@ class ClosedSession:
     session_id: str
     start_ts: int
     duration_ms: int
-    event_ids: set[str]
+    event_ids: dict[str, None]
+
+
+@dataclass(slots=True)
+class EarlierSession:
+    """Ids of a session closed before the most recent one, kept for the duplicate window."""
+
+    end_ts: int
+    event_ids: dict[str, None]
 
 
 @dataclass(slots=True)
@@ -88,6 +98,9 @@ class DeviceState:
     session_count: int = 0
     open: OpenSession | None = None
     last_closed: ClosedSession | None = None
+    # Sessions before `last_closed` still inside the duplicate window, oldest first.
+    earlier: list[EarlierSession] = field(default_factory=list)
+    latest_ts: int = 0  # the newest event time applied to the device
 
     def to_json(self) -> bytes:
         """Serialize (for a Faust table / changelog)."""
@@ -100,20 +113,24 @@ class DeviceState:
 
     @classmethod
     def from_obj(cls, raw: dict[str, Any]) -> DeviceState:
-        """Rebuild a state from its parsed JSON form."""
+        """Rebuild a state from its parsed JSON form (states written before the duplicate
+        window have no `earlier` or `latest_ts`)."""
         state = cls(raw["app_id"], raw["device_id"], raw["session_count"])
         if (s := raw["open"]) is not None:
-            s["event_ids"] = set(s["event_ids"])
+            s["event_ids"] = dict.fromkeys(s["event_ids"])
             state.open = OpenSession(**s)
         if (c := raw["last_closed"]) is not None:
-            c["event_ids"] = set(c["event_ids"])
+            c["event_ids"] = dict.fromkeys(c["event_ids"])
             state.last_closed = ClosedSession(**c)
+        state.earlier = [
+            EarlierSession(e["end_ts"], dict.fromkeys(e["event_ids"]))
+            for e in raw.get("earlier", ())
+        ]
+        state.latest_ts = raw.get("latest_ts", 0)
         return state
 
 
 def _encode_default(value: Any) -> Any:
-    if isinstance(value, set):
-        return sorted(value)
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
 
@@ -169,11 +186,13 @@ def _representable(value: int | float) -> bool:
 class SessionRules:
     """Applies SPEC section 3 to device states. Stateless itself: all state is in DeviceState."""
 
-    __slots__ = ("_config", "_idle_ms")
+    __slots__ = ("_config", "_dedup_max_ids", "_dedup_window_ms", "_idle_ms")
 
     def __init__(self, config: SessionConfig) -> None:
         self._config = config
         self._idle_ms = _seconds_to_ms(config.idle_timeout_s)
+        self._dedup_window_ms = _seconds_to_ms(config.dedup_window_s)
+        self._dedup_max_ids = config.dedup_max_ids
 
     @property
     def config(self) -> SessionConfig:
@@ -209,6 +228,8 @@ class SessionRules:
         closed = state.last_closed
         if closed is not None and event_id in closed.event_ids:
             return Applied.DUPLICATE
+        if state.earlier and any(event_id in e.event_ids for e in state.earlier):
+            return Applied.DUPLICATE
         ts: int = event["ts"]
         kind = event["type"]
         deadline = self.deadline(state)
@@ -225,6 +246,12 @@ class SessionRules:
         if session is None:
             session = self._open(state, event, out)
         self._apply_to_session(session, event, ts, kind)
+        if ts > state.latest_ts:
+            state.latest_ts = ts
+            if state.earlier:
+                self._forget_outside_window(state)
+        if len(session.event_ids) > self._dedup_max_ids or state.earlier:
+            self._forget_past_max_ids(state)
         enriched = event if in_place else event.copy()
         enriched["session_id"] = session.session_id
         enriched["session_number"] = session.session_number
@@ -299,7 +326,7 @@ class SessionRules:
 
     def _apply_to_session(self, session: OpenSession, event: Record, ts: int, kind: str) -> None:
         session.event_count += 1
-        session.event_ids.add(event["event_id"])
+        session.event_ids[event["event_id"]] = None
         if ts > session.last_ts:
             session.last_ts = ts
         user_id = event.get("user_id")
@@ -354,6 +381,48 @@ class SessionRules:
             }
         )
         state.open = None
+        previous = state.last_closed
+        if previous is not None:
+            end_ts = previous.start_ts + previous.duration_ms
+            state.earlier.append(EarlierSession(end_ts, previous.event_ids))
         state.last_closed = ClosedSession(
             session.session_id, session.start_ts, duration_ms, session.event_ids
         )
+        if state.earlier:
+            self._forget_outside_window(state)
+            self._forget_past_max_ids(state)
+
+    def _forget_outside_window(self, state: DeviceState) -> None:
+        # Rule 1: sessions before the last closed one are remembered while they ended at most
+        # dedup_window before the device's latest event time (which only grows).
+        oldest_kept = state.latest_ts - self._dedup_window_ms
+        earlier = state.earlier
+        while earlier and earlier[0].end_ts < oldest_kept:
+            del earlier[0]
+
+    def _forget_past_max_ids(self, state: DeviceState) -> None:
+        # At most dedup_max_ids ids: the oldest sessions' ids go first, oldest id first. The
+        # open session and the most recently closed one keep theirs (the open one, its newest
+        # dedup_max_ids), so the current session always recognises its own retries.
+        limit = self._dedup_max_ids
+        session = state.open
+        if session is not None and len(session.event_ids) > limit:
+            ids = session.event_ids
+            for event_id in list(itertools.islice(ids, len(ids) - limit)):
+                del ids[event_id]
+        earlier = state.earlier
+        if not earlier:
+            return
+        kept = len(session.event_ids) if session is not None else 0
+        if state.last_closed is not None:
+            kept += len(state.last_closed.event_ids)
+        excess = kept + sum(len(e.event_ids) for e in earlier) - limit
+        while excess > 0 and earlier:
+            oldest = earlier[0].event_ids
+            if len(oldest) <= excess:
+                excess -= len(oldest)
+                del earlier[0]
+                continue
+            for event_id in list(itertools.islice(oldest, excess)):
+                del oldest[event_id]
+            excess = 0

@@ -185,12 +185,117 @@ def test_duplicate_of_most_recently_closed_session_after_timeout_is_dropped() ->
     assert len(device.starts) == 2
 
 
-def test_duplicate_two_sessions_back_is_applied_again() -> None:
+# Rule 1, the duplicate window: sessions before the last closed one are remembered while they
+# ended at most dedup_window_s before the device's latest event time.
+
+HOUR = 3600 * SECOND
+
+
+def closed_sessions(device: Device, *starts: int) -> list[dict[str, Any]]:
+    """One launch + terminate session at each start time; returns the launches as sent."""
+    launches = []
+    for start in starts:
+        launch = ev("app_launch", start)
+        device.send(launch, ev("app_terminate", start + 1))
+        launches.append(launch)
+    return launches
+
+
+def test_duplicate_two_sessions_back_within_the_window_is_dropped() -> None:
     device = Device()
-    first = ev("app_launch", T0)
-    device.send(first, ev("app_terminate", T0 + 1))
-    device.send(ev("app_launch", T0 + 2), ev("app_terminate", T0 + 3))
-    assert device.send(dict(first, ts=T0 + 4)) == [Applied.APPLIED]
+    first, _ = closed_sessions(device, T0, T0 + 2)
+    assert device.send(dict(first)) == [Applied.DUPLICATE]
+    assert len(device.starts) == 2
+
+
+def test_late_sdk_retry_after_a_live_close_opens_no_session_dated_before() -> None:
+    # The issue's case: session 1 timed out live, session 2 came and went, then the SDK's
+    # retry of a session-1 upload arrives ~10 s later.
+    device = backgrounded_device()
+    view = ev("screen_view", T0 + 2 * SECOND)
+    device.send(view)
+    device.expire(T0 + 70 * SECOND)
+    closed_sessions(device, T0 + 80 * SECOND)
+    assert device.send(dict(view)) == [Applied.DUPLICATE]
+    assert [s["start_ts"] for s in device.starts] == [T0, T0 + 80 * SECOND]
+
+
+def test_session_ended_exactly_window_before_the_latest_event_is_remembered() -> None:
+    device = Device()
+    first, _ = closed_sessions(device, T0, T0 + 10)  # the first ends at T0 + 1
+    device.send(ev("app_launch", T0 + 1 + HOUR))  # latest event time: end + window exactly
+    assert device.send(dict(first)) == [Applied.DUPLICATE]
+
+
+def test_session_ended_more_than_window_before_the_latest_event_is_forgotten() -> None:
+    device = Device()
+    first, _ = closed_sessions(device, T0, T0 + 10)
+    device.send(ev("app_launch", T0 + 2 + HOUR))  # one ms past the window
+    assert device.send(dict(first)) == [Applied.APPLIED]
+    # Applied again: the launch force-quits the open session and opens another.
+    assert [e["end_reason"] for e in device.ends][-1] == "force_quit"
+    assert device.enriched[-1]["session_number"] == 4
+
+
+def test_most_recently_closed_session_is_remembered_past_the_window() -> None:
+    device = Device()
+    [launch] = closed_sessions(device, T0)
+    device.send(ev("screen_view", T0 + 10 * HOUR))  # opens session 2, hours later
+    assert device.send(dict(launch)) == [Applied.DUPLICATE]
+    device.send(ev("app_terminate", T0 + 10 * HOUR + 1))
+    # Session 1 is now two back, and ended outside the window: forgotten.
+    assert device.send(dict(launch)) == [Applied.APPLIED]
+
+
+def test_duplicate_window_is_configurable() -> None:
+    device = Device(SessionConfig(dedup_window_s=10))
+    first, _ = closed_sessions(device, T0, T0 + 10)
+    device.send(ev("app_launch", T0 + 10 * SECOND + 1))
+    assert device.send(dict(first)) == [Applied.DUPLICATE]
+    device.send(ev("screen_view", T0 + 10 * SECOND + 2))
+    assert device.send(dict(first)) == [Applied.APPLIED]
+
+
+def test_past_dedup_max_ids_the_oldest_sessions_ids_are_forgotten_first() -> None:
+    device = Device(SessionConfig(dedup_max_ids=4))
+    s1 = [ev("app_launch", T0), ev("screen_view", T0 + 1), ev("app_terminate", T0 + 2)]
+    s2 = [ev("app_launch", T0 + 10), ev("app_terminate", T0 + 11)]
+    s3 = [ev("app_launch", T0 + 20), ev("app_terminate", T0 + 21)]
+    device.send(*s1, *s2, *s3)
+    # 7 ids, 4 kept: s3's and s2's (the last closed), none of s1's.
+    assert [device.send(dict(e)) for e in s2 + s3] == [[Applied.DUPLICATE]] * 4
+    device = Device(SessionConfig(dedup_max_ids=5))
+    device.send(*s1, *s2, *s3)
+    # 5 kept: s1 loses its two oldest ids, keeps its terminate.
+    assert device.send(dict(s1[2])) == [Applied.DUPLICATE]
+    assert device.send(dict(s1[0])) == [Applied.APPLIED]
+
+
+def test_an_open_session_keeps_its_newest_dedup_max_ids() -> None:
+    device = Device(SessionConfig(dedup_max_ids=3))
+    events = [ev("app_launch", T0), *(ev("screen_view", T0 + i) for i in range(1, 5))]
+    device.send(*events)
+    assert device.state.open is not None
+    assert list(device.state.open.event_ids) == [e["event_id"] for e in events[-3:]]
+    assert device.send(dict(events[-1])) == [Applied.DUPLICATE]
+
+
+def test_duplicate_memory_survives_the_changelog_codec() -> None:
+    device = Device(SessionConfig(dedup_max_ids=100))
+    first, _ = closed_sessions(device, T0, T0 + 10)
+    restored = DeviceState.from_json(device.state.to_json())
+    assert restored == device.state
+    assert device.rules.apply(restored, dict(first), []) == Applied.DUPLICATE
+
+
+def test_states_written_before_the_duplicate_window_still_load() -> None:
+    old = (
+        b'{"app_id":"a1","device_id":"d1","session_count":1,"open":null,"last_closed":'
+        b'{"session_id":"s","start_ts":1,"duration_ms":2,"event_ids":["e1"]}}'
+    )
+    state = DeviceState.from_json(old)
+    assert state.last_closed is not None and list(state.last_closed.event_ids) == ["e1"]
+    assert (state.earlier, state.latest_ts) == ([], 0)
 
 
 def test_duplicate_does_not_extend_the_session() -> None:

@@ -37,6 +37,7 @@ NOW = 1_790_000_000_000  # processing time (future-skew check)
 T0 = NOW - 30 * 86_400_000  # generated event times start a month earlier
 TIMEOUT_MS = 60_000
 IDLE_MS = 1_800_000
+DEDUP_WINDOW_MS = 3_600_000
 MIN_TS = 946_684_800_000
 
 APPS = ("app-a", "app-b")
@@ -283,12 +284,23 @@ class _ModelSession:
 class _ModelDevice:
     sessions: int = 0
     open: _ModelSession | None = None
-    closed_ids: set[str] = field(default_factory=set)
+    closed: list[tuple[int, set[str]]] = field(default_factory=list)  # (end_ts, ids), in order
+    latest_ts: int = 0
 
     def close(self) -> None:
         assert self.open is not None
-        self.closed_ids = self.open.event_ids
+        self.closed.append((self.open.last_ts, self.open.event_ids))
         self.open = None
+
+    def remembers(self, event_id: str) -> bool:
+        """Rule 1: in the open session, the last closed one, or one that ended in the window."""
+        if self.open is not None and event_id in self.open.event_ids:
+            return True
+        for position, (end_ts, ids) in enumerate(reversed(self.closed)):
+            recent = position == 0 or end_ts >= self.latest_ts - DEDUP_WINDOW_MS
+            if recent and event_id in ids:
+                return True
+        return False
 
 
 def _increments_text(session: _ModelSession | None, change: Record | None) -> bool:
@@ -316,9 +328,7 @@ class RulesModel:
     def apply(self, event: Record) -> Verdict:
         device = self.devices[(event["app_id"], event["device_id"])]
         session, ts = device.open, event["ts"]
-        if (session and event["event_id"] in session.event_ids) or (
-            event["event_id"] in device.closed_ids
-        ):
+        if device.remembers(event["event_id"]):
             return Verdict("duplicate")
         if session is not None:
             limit = session.timeout_ms if session.backgrounded else IDLE_MS
@@ -337,6 +347,7 @@ class RulesModel:
         session.count += 1
         session.event_ids.add(event["event_id"])
         session.last_ts = max(session.last_ts, ts)
+        device.latest_ts = max(device.latest_ts, ts)
         if "session_timeout_s" in event:
             session.timeout_ms = round(event["session_timeout_s"] * 1000)
         if event["type"] == "app_background":
