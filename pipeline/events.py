@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from pipeline.schemas import validator
+from pipeline.schemas import load_schema, validator
 
 MIN_TS_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 DEFAULT_MAX_EVENT_BYTES: Final = 1_048_576
@@ -42,6 +42,7 @@ ATTRIBUTE_NOT_NUMERIC: Final = "attribute_not_numeric"
 _INHERITED: Final = ("app_id", "device_id", "user_id")
 
 _event_schema = validator("event")
+_SCHEMA_FIELDS: Final = frozenset(load_schema("event")["properties"])
 _batch_schema = validator("batch")
 _loads = orjson.loads
 _NO_REJECTIONS: Final[list[Rejection]] = []  # shared: never appended to
@@ -113,13 +114,14 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])
     max_ts = now_ms + limits.max_future_skew_ms
-    # Only a message with more containers than max_depth can nest deeper: skip the walk.
+    # An event is no deeper than the containers it holds (itself included), and a message's
+    # brackets count at least its containers: most messages need no walk.
     max_depth = limits.max_depth
-    deep = message.count(b"{") + message.count(b"[") > max_depth
+    brackets = message.count(b"{") + message.count(b"[")
     if "events" in document and "type" not in document:
-        parsed = _parse_batch(document, max_ts, message, max_depth if deep else 0)
+        parsed = _parse_batch(document, max_ts, message, max_depth, brackets)
     else:
-        rejection = _check_event(document, max_ts, max_depth if deep else 0)
+        rejection = _check_event(document, max_ts, max_depth if brackets > max_depth else 0)
         if rejection is not None:
             return ParsedMessage([], None, [rejection])
         parsed = ParsedMessage([document], None, _NO_REJECTIONS)
@@ -129,11 +131,16 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
 
 
 def _parse_batch(
-    batch: dict[str, Any], max_ts: int, message: bytes, max_depth: int
+    batch: dict[str, Any], max_ts: int, message: bytes, max_depth: int, brackets: int
 ) -> ParsedMessage:
     if not _batch_schema.is_valid(batch):
         error = _batch_schema.explain(batch, root="batch")
         return ParsedMessage([], None, [Rejection(INVALID_EVENT, error)])
+    # Brackets past the batch, its array and each event's own braces bound what any one
+    # event holds.
+    inner = brackets - 2 - list(map(type, batch["events"])).count(dict)
+    if inner + 1 <= max_depth:
+        max_depth = 0
     inherited = [(key, batch[key]) for key in _INHERITED if key in batch]
     events: list[dict[str, Any]] = []
     indices: list[int] = []
@@ -184,7 +191,7 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
     """Why `event` cannot be applied, or None. `max_depth` 0: known not to nest too deep."""
     if not _event_schema.is_valid(event):
         return Rejection(INVALID_EVENT, _event_schema.explain(event))
-    if max_depth and _deeper_than(event.values(), 1, max_depth):
+    if max_depth and _nests_too_deep(event, max_depth):
         return Rejection(INVALID_EVENT, f"event nests deeper than max_depth={max_depth} levels")
     ts = event["ts"]
     if type(ts) is not int:  # the schema's "integer" admits 1.0; events carry exact ints
@@ -196,6 +203,15 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
             TIMESTAMP_OUT_OF_RANGE, f"ts {ts} is more than max_future_skew_s ahead of now"
         )
     return None
+
+
+def _nests_too_deep(event: dict[str, Any], max_depth: int) -> bool:
+    """Whether a schema-valid event is more than `max_depth` levels deep (event = level 1)."""
+    if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
+        # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
+        attributes = event.get("attributes")
+        return attributes is not None and _deeper_than(attributes.values(), 2, max_depth)
+    return _deeper_than(event.values(), 1, max_depth)
 
 
 def _deeper_than(values: Iterable[Any], level: int, max_depth: int) -> bool:

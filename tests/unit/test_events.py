@@ -303,3 +303,16 @@ def test_a_truncated_dead_letter_must_say_so_in_full() -> None:
     record = dead_letter(Rejection("too_large", "big"), b"x" * 2_000, {"line": 1}, 1_000)
     del record["payload_sha256"]
     assert not validator("dead_letter").is_valid(record)
+
+
+@pytest.mark.parametrize("others", [[], ["text", 7, None], [{"event_id": "e2"}]])
+def test_batch_event_one_level_past_max_depth_is_invalid_whatever_its_neighbours(
+    others: list[Any],
+) -> None:
+    inside = b"," + b",".join(orjson.dumps(o) for o in others) if others else b""
+    for depth, accepted in ((32, True), (33, False)):
+        message = b'{"app_id":"a1","device_id":"d1","events":[' + nested_message(depth) + inside
+        message += b"]}"
+        parsed = parse_message(message, NOW)
+        deep_rejected = any(r.index == 0 for r in parsed.rejections)
+        assert deep_rejected is not accepted
