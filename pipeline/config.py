@@ -1,11 +1,15 @@
 """Settings: defaults, then the TOML config file, then `SESSIONIZE_*` environment variables.
 
-Every problem (unreadable file, bad TOML, unknown key, wrong type, unknown partner format, two
-partners on one topic) raises ConfigError with one line a person can act on.
+Every problem (unreadable file, bad TOML, unknown key, wrong type, a number out of its range,
+Kafka security settings that cannot work, unknown partner format, two partners on one topic)
+raises ConfigError with one line a person can act on, at load. An error names the key and never
+shows a secret (`sasl_password`) or an environment variable's value, only what kind it was.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import re
 import tomllib
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engine import SessionConfig
-from pipeline.events import Limits
+from pipeline.events import MAX_DEPTH_LIMIT, Limits
 from pipeline.partners import FORMATS, Partner, default_partners
 
 ENV_PREFIX = "SESSIONIZE_"
@@ -52,9 +56,17 @@ class KafkaSettings:
             from aiokafka.helpers import create_ssl_context
 
             options["ssl_context"] = create_ssl_context(
-                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=_encrypted_key,
             )
         return options
+
+
+def _encrypted_key() -> str:
+    # Called by OpenSSL for an encrypted key only; without it OpenSSL would prompt on the tty.
+    raise ConfigError("[kafka] ssl_keyfile is encrypted: give an unencrypted key file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,52 +109,119 @@ class Config:
     partners: tuple[Partner, ...] = field(default_factory=lambda: tuple(default_partners()))
 
 
-# section -> key -> accepted types; the dataclass defaults are the defaults.
-_SECTIONS: dict[str, dict[str, tuple[type, ...]]] = {
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """What one config key accepts: its types and, for a number, its range (inclusive)."""
+
+    types: tuple[type, ...]
+    low: float | None = None
+    high: float | None = None
+    above_low: bool = False  # low itself is refused (tick_s > 0)
+    choices: tuple[str, ...] = ()
+    secret: bool = False  # its value never appears in an error
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with `value` ("must be ..."), or None when it can be used."""
+        if not _has_type(value, self.types):
+            return "must be " + " or ".join(t.__name__ for t in self.types)
+        if self.choices and value not in self.choices:
+            return f"must be one of {', '.join(self.choices)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if isinstance(value, int | float) and not self._in_range(value):
+            return f"must be {self._range()}"
+        return None
+
+    def shown(self, value: Any) -> str:
+        """`value` as an error may show it: a secret only by its kind, others cut short."""
+        return _kind(value) if self.secret else _short(repr(value))
+
+    def _in_range(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.above_low else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def _range(self) -> str:
+        if self.high is not None:
+            return f"between {_number(self.low)} and {_number(self.high)}"
+        return f"{'greater than' if self.above_low else 'at least'} {_number(self.low)}"
+
+
+def _text(*choices: str) -> Setting:
+    return Setting((str,), choices=choices)
+
+
+def _whole(low: int, high: int | None = None) -> Setting:
+    return Setting((int,), low, high)
+
+
+def _seconds(low: float, high: float | None = None, above_low: bool = False) -> Setting:
+    return Setting((int, float), low, high, above_low)
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# What aiokafka 0.14 accepts (aiokafka/client.py); OAUTHBEARER is refused by _check_sasl.
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
+# A dead letter keeps at least this much of a bad payload, enough to recognise it.
+MIN_DEAD_LETTER_PAYLOAD_BYTES = 1024
+_TIMEOUT = _seconds(1, 86_400)
+_SSL_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+_SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password")
+
+# section -> key -> what it accepts; the dataclass defaults are the defaults.
+_SECTIONS: dict[str, dict[str, Setting]] = {
     "sessions": {
-        "session_timeout_s": (int, float),
-        "idle_timeout_s": (int, float),
-        "apps": (dict,),
+        "session_timeout_s": _TIMEOUT,
+        "idle_timeout_s": _TIMEOUT,
+        "dedup_window_s": _seconds(0),
+        "dedup_max_ids": _whole(1),
+        "apps": Setting((dict,)),
     },
-    "input": {"max_event_bytes": (int,), "max_future_skew_s": (int, float)},
+    "input": {
+        "max_event_bytes": _whole(1),
+        "max_future_skew_s": _seconds(0),
+        "max_depth": _whole(1, MAX_DEPTH_LIMIT),
+        "max_dead_letter_payload_bytes": _whole(MIN_DEAD_LETTER_PAYLOAD_BYTES),
+    },
     "kafka": {
-        "bootstrap": (str,),
-        "security_protocol": (str,),
-        "sasl_mechanism": (str,),
-        "sasl_username": (str,),
-        "sasl_password": (str,),
-        "ssl_cafile": (str,),
-        "ssl_certfile": (str,),
-        "ssl_keyfile": (str,),
+        "bootstrap": _text(),
+        "security_protocol": _text(*SECURITY_PROTOCOLS),
+        "sasl_mechanism": _text(*SASL_MECHANISMS),
+        "sasl_username": _text(),
+        "sasl_password": Setting((str,), secret=True),
+        "ssl_cafile": _text(),
+        "ssl_certfile": _text(),
+        "ssl_keyfile": _text(),
     },
     "topics": {
-        "input": (str,),
-        "sessions": (str,),
-        "enriched": (str,),
-        "deadletter": (str,),
-        "partitions": (int,),
-        "replication": (int,),
+        "input": _text(),
+        "sessions": _text(),
+        "enriched": _text(),
+        "deadletter": _text(),
+        "partitions": _whole(1),
+        "replication": _whole(1),
     },
     "worker": {
-        "app_id": (str,),
-        "grace_s": (int, float),
-        "tick_s": (int, float),
-        "data_dir": (str,),
-        "web_port": (int,),
-        "web_enabled": (bool,),
-        "instance_id": (str,),
-        "checkpoint_every": (int,),
-        "commit_interval_s": (int, float),
+        "app_id": _text(),
+        "grace_s": _seconds(0),
+        "tick_s": _seconds(0, above_low=True),
+        "data_dir": _text(),
+        "web_port": _whole(1, 65_535),
+        "web_enabled": Setting((bool,)),
+        "instance_id": _text(),
+        "checkpoint_every": _whole(1),
+        "commit_interval_s": _seconds(0, above_low=True),
     },
 }
-_PARTNER_KEYS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "format": (str,),
-    "topic": (str,),
-    "event_types": (list,),
-    "sessions": (bool,),
-    "attributes_allowlist": (list,),
-    "session_timeout_s": (int, float),
+_APP_KEYS: dict[str, Setting] = {"session_timeout_s": _TIMEOUT}
+_PARTNER_KEYS: dict[str, Setting] = {
+    "name": _text(),
+    "format": _text(),
+    "topic": _text(),
+    "event_types": Setting((list,)),
+    "sessions": Setting((bool,)),
+    "attributes_allowlist": Setting((list,)),
+    "session_timeout_s": _TIMEOUT,
 }
 _PARTNER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # Short environment names for the settings people set most.
@@ -153,6 +232,9 @@ _ENV_ALIASES = {
     "SESSIONIZE_GRACE_S": ("worker", "grace_s"),
     "SESSIONIZE_PARTITIONS": ("topics", "partitions"),
 }
+_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_KINDS |= {list: "a list", dict: "a table"}
+_SHOWN_CHARS = 40
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -189,27 +271,48 @@ def _check_document(document: dict[str, Any], origin: str) -> dict[str, Any]:
             continue
         if name not in _SECTIONS:
             known = ", ".join([*_SECTIONS, "partners"])
-            raise ConfigError(f"{origin}: unknown config section '{name}' (known: {known})")
+            raise ConfigError(
+                f"{origin}: unknown config section {_short(repr(name))} (known: {known})"
+            )
         if not isinstance(value, dict):
             raise ConfigError(f"{origin}: '{name}' must be a table [{name}]")
         _check_keys(value, _SECTIONS[name], f"{origin}: [{name}]")
+        for app_id, table in value.get("apps", {}).items() if name == "sessions" else ():
+            where = f"{origin}: [sessions.apps.{_short(app_id)}]"
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where} must be a table")
+            _check_keys(table, _APP_KEYS, where)
         sections[name] = dict(value)
     return sections
 
 
-def _check_keys(table: dict[str, Any], spec: dict[str, tuple[type, ...]], where: str) -> None:
+def _check_keys(table: dict[str, Any], spec: dict[str, Setting], where: str) -> None:
     for key, value in table.items():
         if key not in spec:
-            raise ConfigError(f"{where}: unknown key '{key}' (known: {', '.join(spec)})")
-        if not _has_type(value, spec[key]):
-            wanted = " or ".join(t.__name__ for t in spec[key])
-            raise ConfigError(f"{where}: '{key}' must be {wanted}, got {value!r}")
+            raise ConfigError(
+                f"{where}: unknown key {_short(repr(key))} (known: {', '.join(spec)})"
+            )
+        problem = spec[key].problem(value)
+        if problem is not None:
+            raise ConfigError(f"{where}: '{key}' {problem}, got {spec[key].shown(value)}")
 
 
 def _has_type(value: Any, types: tuple[type, ...]) -> bool:
     if isinstance(value, bool):
         return bool in types
     return isinstance(value, types)
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), f"a {type(value).__name__}")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _number(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) and not value.is_integer() else f"{value:.0f}"
 
 
 def _apply_env(sections: dict[str, Any], env: Mapping[str, str]) -> None:
@@ -220,8 +323,7 @@ def _apply_env(sections: dict[str, Any], env: Mapping[str, str]) -> None:
         if target is None:
             continue  # other SESSIONIZE_* variables (e.g. SESSIONIZE_CACHE) are not settings
         section, key = target
-        types = _SECTIONS[section][key]
-        sections[section][key] = _parse_env(name, raw, types)
+        sections[section][key] = _parse_env(name, raw, _SECTIONS[section][key])
 
 
 def _env_target(suffix: str) -> tuple[str, str] | None:
@@ -229,65 +331,123 @@ def _env_target(suffix: str) -> tuple[str, str] | None:
         prefix = section + "_"
         if suffix.startswith(prefix) and suffix.removeprefix(prefix) in keys:
             key = suffix.removeprefix(prefix)
-            return (section, key) if keys[key] != (dict,) else None
+            return (section, key) if keys[key].types != (dict,) else None
     return None
 
 
-def _parse_env(name: str, raw: str, types: tuple[type, ...]) -> Any:
+def _parse_env(name: str, raw: str, setting: Setting) -> Any:
+    # An environment value may be a secret set in the wrong variable: errors never show it.
     try:
-        if bool in types:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if int in types and float not in types:
-            return int(raw)
-        if float in types:
-            number = float(raw)
-            return int(number) if number.is_integer() else number
+        value = _env_value(raw, setting.types)
     except ValueError:
-        wanted = " or ".join(t.__name__ for t in types)
-        raise ConfigError(f"environment variable {name} must be {wanted}, got {raw!r}") from None
+        value = None
+    problem = setting.problem(value)
+    if problem is not None:
+        raise ConfigError(f"environment variable {name} {problem} (its value is not shown)")
+    return value
+
+
+def _env_value(raw: str, types: tuple[type, ...]) -> Any:
+    if bool in types:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError
+    if int in types and float not in types:
+        return int(raw)
+    if float in types:
+        number = float(raw)
+        return int(number) if number.is_integer() else number
     return raw
 
 
 def _build(sections: dict[str, Any]) -> Config:
     session_table = dict(sections["sessions"])
     apps = session_table.pop("apps", {})
-    app_timeouts: dict[str, float] = {}
-    for app_id, table in apps.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"[sessions.apps.{app_id}] must be a table")
-        _check_keys(table, {"session_timeout_s": (int, float)}, f"[sessions.apps.{app_id}]")
-        if "session_timeout_s" in table:
-            app_timeouts[app_id] = _timeout(table["session_timeout_s"], f"apps.{app_id}")
+    app_timeouts = {
+        app_id: float(table["session_timeout_s"])
+        for app_id, table in apps.items()
+        if "session_timeout_s" in table
+    }
     for key in ("session_timeout_s", "idle_timeout_s"):
         if key in session_table:
-            session_table[key] = _timeout(session_table[key], key)
-    sessions = SessionConfig(**session_table, app_session_timeout_s=app_timeouts)
-    limits = Limits(**sections["input"])
-    if limits.max_event_bytes <= 0:
-        raise ConfigError("[input] max_event_bytes must be positive")
-    topics = TopicSettings(**sections["topics"])
-    if topics.partitions < 1 or topics.replication < 1:
-        raise ConfigError("[topics] partitions and replication must be at least 1")
+            session_table[key] = float(session_table[key])
+    kafka = KafkaSettings(**sections["kafka"])
+    _check_sasl(kafka)
+    _check_ssl(kafka)
     raw_partners = sections["partners"]
     partners = default_partners() if raw_partners is None else _partners(raw_partners)
     return Config(
-        sessions=sessions,
-        limits=limits,
-        kafka=KafkaSettings(**sections["kafka"]),
-        topics=topics,
+        sessions=SessionConfig(**session_table, app_session_timeout_s=app_timeouts),
+        limits=Limits(**sections["input"]),
+        kafka=kafka,
+        topics=TopicSettings(**sections["topics"]),
         worker=WorkerSettings(**sections["worker"]),
         partners=tuple(partners),
     )
 
 
-def _timeout(value: float, what: str) -> float:
-    if not 1 <= value <= 86_400:
-        raise ConfigError(f"{what} must be between 1 and 86400 seconds, got {value}")
-    return float(value)
+def _check_sasl(kafka: KafkaSettings) -> None:
+    protocol, mechanism = kafka.security_protocol, kafka.sasl_mechanism
+    if not protocol.startswith("SASL_"):
+        given = [key for key in _SASL_KEYS if getattr(kafka, key) is not None]
+        if given:
+            raise ConfigError(
+                f"[kafka] {given[0]} is set but security_protocol is {protocol}: "
+                "SASL needs SASL_PLAINTEXT or SASL_SSL"
+            )
+        return
+    if mechanism is None:
+        known = ", ".join(m for m in SASL_MECHANISMS if m != "OAUTHBEARER")
+        raise ConfigError(f"[kafka] security_protocol {protocol} needs sasl_mechanism ({known})")
+    if mechanism == "OAUTHBEARER":
+        raise ConfigError(
+            "[kafka] sasl_mechanism OAUTHBEARER needs a token provider, which sessionize "
+            "cannot be given; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        )
+    if mechanism == "GSSAPI":
+        if importlib.util.find_spec("gssapi") is None:
+            raise ConfigError(
+                "[kafka] sasl_mechanism GSSAPI needs the Python package 'gssapi' (not installed)"
+            )
+        return
+    missing = [key for key in ("sasl_username", "sasl_password") if not getattr(kafka, key)]
+    if missing:
+        raise ConfigError(
+            f"[kafka] sasl_mechanism {mechanism} needs {' and '.join(missing)} "
+            "(the password can come from SESSIONIZE_KAFKA_SASL_PASSWORD)"
+        )
+
+
+def _check_ssl(kafka: KafkaSettings) -> None:
+    given = [key for key in _SSL_FILES if getattr(kafka, key) is not None]
+    if kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        if given:
+            raise ConfigError(
+                f"[kafka] {given[0]} is set but security_protocol is {kafka.security_protocol}: "
+                "TLS needs SSL or SASL_SSL"
+            )
+        return
+    if kafka.ssl_keyfile is not None and kafka.ssl_certfile is None:
+        raise ConfigError("[kafka] ssl_keyfile is set without ssl_certfile, the certificate")
+    for key in given:
+        path = getattr(kafka, key)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"[kafka] {key}: cannot read {path}: {exc.strerror}") from None
+    try:
+        kafka.client_options()
+    except (OSError, ValueError) as exc:
+        # OpenSSL's reason ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_OR_CRL_FOUND"), never the
+        # files' contents.
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+        raise ConfigError(
+            f"[kafka] {', '.join(given) or 'TLS'}: cannot be used for TLS "
+            f"({reason or type(exc).__name__})"
+        ) from None
 
 
 def _partners(tables: list[dict[str, Any]]) -> list[Partner]:
@@ -301,7 +461,8 @@ def _partners(tables: list[dict[str, Any]]) -> list[Partner]:
         name, fmt = table["name"], table["format"]
         if not _PARTNER_NAME.fullmatch(name):
             raise ConfigError(
-                f"partner name '{name}' must be letters, digits, '.', '_' or '-' (it names a file)"
+                f"partner name {_short(repr(name))} must be letters, digits, '.', '_' or '-' "
+                "(it names a file)"
             )
         if fmt not in FORMATS:
             known = ", ".join(sorted(FORMATS))
@@ -322,7 +483,7 @@ def _partners(tables: list[dict[str, Any]]) -> list[Partner]:
                 event_types=_string_set(table, "event_types", name),
                 sessions=table.get("sessions", True),
                 attributes_allowlist=_string_set(table, "attributes_allowlist", name),
-                session_timeout_s=None if timeout is None else _timeout(timeout, f"{name}"),
+                session_timeout_s=None if timeout is None else float(timeout),
             )
         )
     return partners

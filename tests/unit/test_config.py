@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.events import MAX_DEPTH_LIMIT
 
 REPO = Path(__file__).resolve().parents[2]
+SECRET = "the-secret"
+SASL_PLAIN = '[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "PLAIN"\n'
+SASL_PLAIN += 'sasl_username = "sessionize"\n'
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -63,7 +68,7 @@ def test_per_app_timeout(tmp_path: Path) -> None:
 
 
 def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
-    path = write(tmp_path, '[kafka]\nsasl_mechanism = "PLAIN"\nsasl_password = "hunter2"\n')
+    path = write(tmp_path, SASL_PLAIN + 'sasl_password = "hunter2"\n')
     assert "hunter2" not in repr(load_config(path, env={}))
 
 
@@ -100,3 +105,230 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_bad_environment_value() -> None:
     with pytest.raises(ConfigError, match="SESSIONIZE_TOPICS_PARTITIONS must be int"):
         load_config(None, env={"SESSIONIZE_TOPICS_PARTITIONS": "many"})
+
+
+def config_error(text: str, env: dict[str, str] | None = None, tmp_path: Path | None = None) -> str:
+    """The one-line ConfigError of loading `text` (a TOML document) with `env`."""
+    path = write(tmp_path, text) if tmp_path is not None else None
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env or {})
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# Secrets: named, never shown
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (f'["{SECRET}"]', "a list"),
+        (f'{{ value = "{SECRET}" }}', "a table"),
+        ("31337", "an integer"),
+    ],
+)
+def test_a_wrongly_typed_password_is_named_not_shown(tmp_path: Path, value: str, kind: str) -> None:
+    message = config_error(f"[kafka]\nsasl_password = {value}\n", tmp_path=tmp_path)
+    assert f"'sasl_password' must be str, got {kind}" in message
+    assert SECRET not in message
+    assert "31337" not in message
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "SESSIONIZE_TOPICS_PARTITIONS",
+        "SESSIONIZE_WORKER_GRACE_S",
+        "SESSIONIZE_WORKER_WEB_ENABLED",
+        "SESSIONIZE_KAFKA_SECURITY_PROTOCOL",
+        "SESSIONIZE_KAFKA_SASL_MECHANISM",
+    ],
+)
+def test_a_bad_environment_value_is_never_shown(variable: str) -> None:
+    message = config_error("", env={variable: SECRET})
+    assert f"environment variable {variable} must be" in message
+    assert SECRET not in message
+
+
+def test_an_out_of_range_environment_value_is_not_shown() -> None:
+    message = config_error("", env={"SESSIONIZE_GRACE_S": "-31337"})
+    assert "SESSIONIZE_GRACE_S must be at least 0" in message
+    assert "31337" not in message
+
+
+def test_long_values_are_cut_short(tmp_path: Path) -> None:
+    message = config_error(f'[topics]\ninput = ["{"x" * 500}"]\n', tmp_path=tmp_path)
+    assert "'input' must be str" in message
+    assert len(message) < 200
+
+
+# Kafka security settings that cannot work
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        (
+            '[kafka]\nsecurity_protocol = "BOGUS"\n',
+            ["'security_protocol' must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"],
+        ),
+        (
+            '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "NOPE"\n',
+            ["'sasl_mechanism' must be one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI"],
+        ),
+        ('[kafka]\nsecurity_protocol = "SASL_SSL"\n', ["SASL_SSL needs sasl_mechanism"]),
+        (
+            '[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "PLAIN"\n',
+            ["PLAIN needs sasl_username and sasl_password"],
+        ),
+        (
+            '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+            'sasl_username = "u"\n',
+            ["SCRAM-SHA-512 needs sasl_password"],
+        ),
+        (
+            '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "OAUTHBEARER"\n',
+            ["OAUTHBEARER needs a token provider"],
+        ),
+        (
+            '[kafka]\nsasl_mechanism = "PLAIN"\n',
+            ["sasl_mechanism is set but security_protocol is PLAINTEXT"],
+        ),
+        (
+            f'[kafka]\nsasl_password = "{SECRET}"\n',
+            ["sasl_password is set but security_protocol is PLAINTEXT"],
+        ),
+        ('[kafka]\nssl_cafile = "/ca.pem"\n', ["ssl_cafile is set but security_protocol"]),
+    ],
+)
+def test_kafka_security_that_cannot_work(tmp_path: Path, text: str, needles: list[str]) -> None:
+    message = config_error(text, tmp_path=tmp_path)
+    assert message.startswith("[kafka]") or "[kafka]" in message
+    for needle in needles:
+        assert needle in message
+    assert SECRET not in message
+
+
+def test_sasl_settings_from_the_environment_are_checked_too() -> None:
+    env = {"SESSIONIZE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    assert "needs sasl_mechanism" in config_error("", env=env)
+    env |= {"SESSIONIZE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256"}
+    env |= {"SESSIONIZE_KAFKA_SASL_USERNAME": "u", "SESSIONIZE_KAFKA_SASL_PASSWORD": SECRET}
+    kafka = load_config(None, env=env).kafka
+    assert (kafka.sasl_mechanism, kafka.sasl_password) == ("SCRAM-SHA-256", SECRET)
+
+
+@pytest.mark.parametrize("key", ["ssl_cafile", "ssl_certfile", "ssl_keyfile"])
+@pytest.mark.parametrize("problem", ["missing", "directory"])
+def test_ssl_files_must_be_readable(tmp_path: Path, key: str, problem: str) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not used: another file fails first\n")
+    target = tmp_path / "nope.pem"
+    if problem == "directory":
+        target.mkdir()
+    lines = ['security_protocol = "SSL"', f'{key} = "{target}"']
+    if key == "ssl_keyfile":
+        lines.append(f'ssl_certfile = "{cert}"')
+    message = config_error("[kafka]\n" + "\n".join(lines) + "\n", tmp_path=tmp_path)
+    assert f"[kafka] {key}: cannot read {target}" in message
+
+
+def test_ssl_file_that_is_not_a_certificate(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text(f"{SECRET}\n")
+    text = f'[kafka]\nsecurity_protocol = "SSL"\nssl_cafile = "{bogus}"\n'
+    message = config_error(text, tmp_path=tmp_path)
+    assert "ssl_cafile: cannot be used for TLS" in message
+    assert SECRET not in message
+
+
+def test_ssl_keyfile_needs_its_certificate(tmp_path: Path) -> None:
+    key = tmp_path / "client.key"
+    key.write_text("key\n")
+    text = f'[kafka]\nsecurity_protocol = "SSL"\nssl_keyfile = "{key}"\n'
+    assert "ssl_keyfile is set without ssl_certfile" in config_error(text, tmp_path=tmp_path)
+
+
+def test_readable_ca_file_loads(tmp_path: Path) -> None:
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile is None or not Path(cafile).is_file():
+        pytest.skip("no system CA bundle to stand in for a CA file")
+    path = write(tmp_path, f'[kafka]\nsecurity_protocol = "SSL"\nssl_cafile = "{cafile}"\n')
+    assert "ssl_context" in load_config(path, env={}).kafka.client_options()
+
+
+# Numbers in their ranges
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "needle"),
+    [
+        ("sessions", "session_timeout_s", "0", "between 1 and 86400"),
+        ("sessions", "idle_timeout_s", "86401", "between 1 and 86400"),
+        ("sessions", "dedup_window_s", "-1", "at least 0"),
+        ("sessions", "dedup_max_ids", "0", "at least 1"),
+        ("input", "max_event_bytes", "0", "at least 1"),
+        ("input", "max_future_skew_s", "-1", "at least 0"),
+        ("input", "max_depth", "0", f"between 1 and {MAX_DEPTH_LIMIT}"),
+        ("input", "max_depth", str(MAX_DEPTH_LIMIT + 1), f"between 1 and {MAX_DEPTH_LIMIT}"),
+        ("input", "max_dead_letter_payload_bytes", "1023", "at least 1024"),
+        ("topics", "partitions", "0", "at least 1"),
+        ("topics", "replication", "0", "at least 1"),
+        ("worker", "grace_s", "-5", "at least 0"),
+        ("worker", "tick_s", "0", "greater than 0"),
+        ("worker", "checkpoint_every", "0", "at least 1"),
+        ("worker", "commit_interval_s", "0", "greater than 0"),
+        ("worker", "web_port", "0", "between 1 and 65535"),
+        ("worker", "web_port", "65536", "between 1 and 65535"),
+        ("worker", "grace_s", "nan", "a finite number"),
+        ("worker", "tick_s", "inf", "a finite number"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_at_load(
+    tmp_path: Path, section: str, key: str, value: str, needle: str
+) -> None:
+    message = config_error(f"[{section}]\n{key} = {value}\n", tmp_path=tmp_path)
+    assert f"[{section}]: '{key}' must be {needle}, got {value}" in message
+    variable = f"SESSIONIZE_{section}_{key}".upper()
+    assert f"{variable} must be {needle}" in config_error("", env={variable: value})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[sessions.apps."a"]\nsession_timeout_s = 0\n',
+        '[[partners]]\nname = "p"\nformat = "ga4"\nsession_timeout_s = 90000\n',
+    ],
+)
+def test_app_and_partner_timeouts_in_range(tmp_path: Path, text: str) -> None:
+    assert "'session_timeout_s' must be between 1 and 86400" in config_error(
+        text, tmp_path=tmp_path
+    )
+
+
+def test_range_limits_themselves_are_accepted(tmp_path: Path) -> None:
+    text = (
+        "[sessions]\nsession_timeout_s = 1\nidle_timeout_s = 86400\ndedup_window_s = 0\n"
+        "dedup_max_ids = 1\n"
+        f"[input]\nmax_future_skew_s = 0\nmax_depth = {MAX_DEPTH_LIMIT}\n"
+        "max_dead_letter_payload_bytes = 1024\nmax_event_bytes = 1\n"
+        "[worker]\ngrace_s = 0\ntick_s = 0.01\nweb_port = 65535\ncheckpoint_every = 1\n"
+    )
+    config = load_config(write(tmp_path, text), env={})
+    assert config.worker.grace_s == 0
+    assert config.limits.max_depth == MAX_DEPTH_LIMIT
+
+
+def test_new_limits_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[sessions]\ndedup_window_s = 60\ndedup_max_ids = 50\n"
+        "[input]\nmax_depth = 8\nmax_dead_letter_payload_bytes = 4096\n",
+    )
+    config = load_config(path, env={})
+    assert (config.sessions.dedup_window_s, config.sessions.dedup_max_ids) == (60, 50)
+    assert (config.limits.max_depth, config.limits.max_dead_letter_payload_bytes) == (8, 4096)
+    env = {"SESSIONIZE_SESSIONS_DEDUP_MAX_IDS": "7", "SESSIONIZE_INPUT_MAX_DEPTH": "3"}
+    config = load_config(path, env=env)
+    assert (config.sessions.dedup_max_ids, config.limits.max_depth) == (7, 3)
