@@ -1,7 +1,8 @@
 """`sessionize`: the command line.
 
 Exit codes: 0 done; 2 the command cannot run as asked (bad flag, bad config, missing file);
-3 Kafka could not be used (broker unreachable, unknown topic); 130 interrupted.
+3 Kafka could not be used (broker unreachable, refused SASL or TLS, unknown topic);
+130 interrupted.
 Every error is one line on stderr, never a traceback.
 """
 
@@ -261,11 +262,12 @@ def _worker_flags(parser: argparse.ArgumentParser) -> None:
 def _worker(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pipeline.topics import KafkaUnavailable, input_partitions
+    from pipeline.topics import KafkaUnavailable, input_partitions, quiet_client_log
 
     config = config_from(args)
     try:
-        partitions = asyncio.run(input_partitions(config))
+        with quiet_client_log():  # until the worker sets up its own logging
+            partitions = asyncio.run(input_partitions(config))
     except KafkaUnavailable as exc:
         raise CliError(str(exc), EXIT_KAFKA) from None
     from pipeline.worker import run_worker

@@ -41,7 +41,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import logging
 import os
 import sys
 import time
@@ -118,23 +117,22 @@ def run_kafka(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Run a coroutine that talks to Kafka, with aiokafka's own log lines kept off stderr."""
     # aiokafka logs connection errors itself; with logging unconfigured Python would print
     # them next to our one-line error. Failures reach the user through exceptions instead.
-    client_log = logging.getLogger("aiokafka")
-    silencer = logging.NullHandler()
-    propagate = client_log.propagate
-    client_log.addHandler(silencer)
-    client_log.propagate = False
-    try:
+    from pipeline.topics import quiet_client_log
+
+    with quiet_client_log():
         return asyncio.run(coroutine)
-    finally:
-        client_log.removeHandler(silencer)
-        client_log.propagate = propagate
 
 
-def unreachable(config: Config, elapsed_s: float, timed_out: bool) -> CliError:
-    """The error for brokers that did not answer."""
+def unreachable(
+    config: Config, elapsed_s: float, timed_out: bool, logged: Sequence[BaseException] = ()
+) -> CliError:
+    """The error for brokers that did not answer, or refused (SASL, TLS) as `logged` shows."""
+    from pipeline.topics import refusal
+
     why = "no answer" if timed_out else "no broker answered"
     return CliError(
-        f"cannot reach Kafka at {config.kafka.bootstrap}: {why} after {elapsed_s:.1f} s",
+        refusal(config, logged)
+        or f"cannot reach Kafka at {config.kafka.bootstrap}: {why} after {elapsed_s:.1f} s",
         EXIT_KAFKA,
     )
 
@@ -143,15 +141,18 @@ async def start_client(client: Any, config: Config, timeout_s: float) -> None:
     """Start an aiokafka producer or consumer; CliError (exit 3) if no broker answers."""
     from aiokafka.errors import KafkaError
 
+    from pipeline.topics import quiet_client_log
+
     started = time.monotonic()
-    try:
-        await asyncio.wait_for(client.start(), timeout_s)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        with contextlib.suppress(Exception):
-            await client.stop()
-        raise unreachable(
-            config, time.monotonic() - started, isinstance(exc, TimeoutError)
-        ) from None
+    with quiet_client_log() as client_log:
+        try:
+            await asyncio.wait_for(client.start(), timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            with contextlib.suppress(Exception):
+                await client.stop()
+            raise unreachable(
+                config, time.monotonic() - started, isinstance(exc, TimeoutError), client_log.errors
+            ) from None
 
 
 def unknown_topic(topic: str, config: Config) -> CliError:
@@ -904,20 +905,21 @@ async def admin_call(
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
-    from pipeline.topics import KafkaUnavailable
+    from pipeline.topics import KafkaUnavailable, quiet_client_log
 
     # A bootstrap of our own first: it tells an unreachable broker within --timeout, and how
     # long it took; pipeline.topics waits longer and reports its whole timeout.
     probe = AIOKafkaClient(**config.kafka.client_options())
     started = time.monotonic()
-    try:
-        await asyncio.wait_for(probe.bootstrap(), timeout_s)
-    except (TimeoutError, KafkaError, OSError) as exc:
-        raise unreachable(
-            config, time.monotonic() - started, isinstance(exc, TimeoutError)
-        ) from None
-    finally:
-        await probe.close()
+    with quiet_client_log() as client_log:
+        try:
+            await asyncio.wait_for(probe.bootstrap(), timeout_s)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise unreachable(
+                config, time.monotonic() - started, isinstance(exc, TimeoutError), client_log.errors
+            ) from None
+        finally:
+            await probe.close()
     try:
         return await asyncio.wait_for(call(config), timeout_s)
     except KafkaUnavailable as exc:
