@@ -107,8 +107,12 @@ def refusal(config: Config, errors: Sequence[BaseException]) -> str | None:
                 f"(security_protocol {kafka.security_protocol}): the broker refused the handshake"
             )
         if isinstance(error, ssl.SSLError):
-            reason = error.reason or type(error).__name__
-            return f"TLS with {where} failed ({reason})"
+            return f"TLS with {where} failed ({error.reason or type(error).__name__})"
+        if isinstance(error, ConnectionResetError) and kafka.security_protocol.endswith("SSL"):
+            return (
+                f"TLS with {where} failed: the broker closed the connection during the "
+                "handshake (a listener without TLS?)"
+            )
     return None
 
 

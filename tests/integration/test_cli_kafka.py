@@ -203,6 +203,31 @@ def test_unknown_topic_is_exit_3(pipeline: Pipeline) -> None:
     assert "topic 'no.such.topic' does not exist" in line
 
 
+@pytest.mark.parametrize("command", [["worker"], ["topics", "list"], ["consume"]])
+@pytest.mark.parametrize(
+    ("security", "needle"),
+    [
+        (
+            'security_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "PLAIN"\n'
+            'sasl_username = "u"\nsasl_password = "the-secret"\n',
+            "does not take SASL on this listener",
+        ),
+        ('security_protocol = "SSL"\n', "TLS with Kafka at"),
+    ],
+)
+def test_security_the_broker_refuses_is_one_line_and_exit_3(
+    kafka_bootstrap: str, tmp_path: Path, command: list[str], security: str, needle: str
+) -> None:
+    # The test broker listens in PLAINTEXT: a SASL handshake or a TLS hello is refused.
+    config = tmp_path / "secure.toml"
+    config.write_text(f'[kafka]\nbootstrap = "{kafka_bootstrap}"\n{security}')
+    result = sessionize(*command, "--config", str(config))
+    assert result.returncode == 3
+    (line,) = result.stderr.decode().splitlines()
+    assert needle in line and kafka_bootstrap in line
+    assert "the-secret" not in line
+
+
 def test_unknown_partner_lists_the_configured_ones(pipeline: Pipeline) -> None:
     result = sessionize("consume", "--partner", "braze", "--config", str(pipeline.config_path))
     assert result.returncode == 2
