@@ -1,8 +1,9 @@
 """`sessionize`: the command line.
 
 Exit codes: 0 done; 2 the command cannot run as asked (bad flag, bad config, missing file);
-3 Kafka could not be used (broker unreachable, refused SASL or TLS, unknown topic);
-130 interrupted.
+3 Kafka could not be used (broker unreachable, refused SASL or TLS, unknown topic, a topic
+whose max.message.bytes cannot hold the pipeline's records; a worker fenced or refused by the
+brokers); 1 a worker stopped by a bug; 130 interrupted.
 Every error is one line on stderr, never a traceback.
 """
 
@@ -257,17 +258,20 @@ def _worker_flags(parser: argparse.ArgumentParser) -> None:
     "Consume raw events from the input topic, keep one session per device in a Faust table "
     "backed by its changelog, expire sessions on time, and write session records, enriched "
     "events, dead letters and partner records to their topics. Start more workers with the "
-    "same config to share the partitions. Stops cleanly on SIGINT/SIGTERM.",
+    "same config to share the partitions. Creates missing topics (its internal ones too) and "
+    "refuses to start, exit 3, on a topic whose max.message.bytes cannot hold its records. "
+    "Stops cleanly on SIGINT/SIGTERM; a fatal error (fenced by a newer instance, refused by "
+    "the brokers: exit 3; a bug: exit 1) ends it within 10 s.",
 )(_worker_flags)
 def _worker(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pipeline.topics import KafkaUnavailable, input_partitions, quiet_client_log
+    from pipeline.topics import KafkaUnavailable, prepare_worker_topics, quiet_client_log
 
     config = config_from(args)
     try:
         with quiet_client_log():  # until the worker sets up its own logging
-            partitions = asyncio.run(input_partitions(config))
+            partitions = asyncio.run(prepare_worker_topics(config))
     except KafkaUnavailable as exc:
         raise CliError(str(exc), EXIT_KAFKA) from None
     from pipeline.worker import run_worker
