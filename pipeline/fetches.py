@@ -98,6 +98,9 @@ class FetchApp(faust.App):
 
     bulk_topics: frozenset[str] = frozenset()
     bulk_handler: FetchHandler | None = None
+    # Told when the app or any of its services (consumer, tables, agents...) crashes: Faust
+    # itself would only mark them crashed and leave the process running, doing nothing.
+    crash_handler: Callable[[BaseException], None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -107,6 +110,12 @@ class FetchApp(faust.App):
 
     def _new_transport(self) -> Any:
         return FetchTransport(self.conf.broker_consumer, self)
+
+    def _crash(self, reason: BaseException) -> None:
+        # mode calls this on the app for its own crash and for a crash of any service below it.
+        super()._crash(reason)
+        if self.crash_handler is not None:
+            self.crash_handler(reason)
 
     def note_committed(self, tps: Iterable[TP]) -> None:
         """The handler committed offsets of `tps` itself: tell Faust's stall detector, which

@@ -199,14 +199,37 @@ def start(
         return broker
 
 
+def restart(
+    broker: Broker, *, down_s: float = 0.0, ready_timeout_s: float = READY_TIMEOUT_S
+) -> Broker:
+    """Stop a broker started by :func:`start`, wait `down_s` seconds, and start it again on the
+    same ports and data (a broker outage, for tests); return once it serves metadata again."""
+    broker.stop()
+    time.sleep(down_s)
+    java = _require_tool("java", "Java 17+ is needed to run the Kafka broker")
+    again = _spawn(java, f"{fetch_jars()}/*", broker.data_dir, broker.bootstrap)
+    try:
+        _wait_ready(again, ready_timeout_s)
+    except BaseException:
+        again.stop()
+        raise
+    return again
+
+
 def _launch(java: str, classpath: str, data_dir: Path) -> Broker:
     shutil.rmtree(data_dir / "kraft", ignore_errors=True)
     (data_dir / "broker.log").unlink(missing_ok=True)
+    (data_dir / "broker.out").unlink(missing_ok=True)
     broker_port, controller_port = _free_ports(2)
     config = data_dir / "server.properties"
     config.write_text(_server_properties(data_dir, broker_port, controller_port))
     _format_storage(java, classpath, config)
-    with (data_dir / "broker.out").open("wb") as jvm_output:
+    return _spawn(java, classpath, data_dir, f"127.0.0.1:{broker_port}")
+
+
+def _spawn(java: str, classpath: str, data_dir: Path, bootstrap: str) -> Broker:
+    config = data_dir / "server.properties"
+    with (data_dir / "broker.out").open("ab") as jvm_output:
         process = subprocess.Popen(
             [
                 java,
@@ -224,7 +247,7 @@ def _launch(java: str, classpath: str, data_dir: Path) -> Broker:
             cwd=data_dir,
             start_new_session=True,
         )
-    broker = Broker(f"127.0.0.1:{broker_port}", process.pid, data_dir, process)
+    broker = Broker(bootstrap, process.pid, data_dir, process)
     _write_state(broker)
     return broker
 

@@ -20,6 +20,18 @@ Delivery (exactly once for read_committed consumers, nothing lost):
 - Devices are processed on the partition their device id hashes to (Kafka's default murmur2
   partitioner). A message found elsewhere (keyed otherwise, or not keyed) is validated, then
   its events are forwarded to an internal repartition topic on the right partition.
+
+No message stops the worker (SPEC section 2):
+- Every topic holds the largest record the worker writes there (`pipeline.topics` creates them
+  so, and the worker refuses to start on one that cannot). A record that would not fit even so
+  is caught as it is queued: an output record becomes a `too_large` dead letter, a forwarded
+  batch of events is split.
+- A transient Kafka failure (brokers unreachable, a request timed out, a leader or coordinator
+  moving) that cuts a fetch, tick or checkpoint short aborts the open transaction and goes back
+  to the last commit: devices changed since are put back and the messages since are read
+  again. The worker never exits for it.
+- Anything else (fenced by a newer instance, refused by the brokers, a bug), and a crash of any
+  Faust service, ends the process with a non-zero exit code within FATAL_EXIT_S.
 """
 
 from __future__ import annotations
@@ -28,32 +40,69 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiokafka
 import faust
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    BrokerNotAvailableError,
+    ConcurrentTransactions,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFenced,
+    RebalanceInProgressError,
+)
 from aiokafka.partitioner import murmur2
+from aiokafka.producer.transaction_manager import TransactionState
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.events import Rejection, attribute_rejection, dead_letter, parse_message
+from pipeline.events import (
+    TOO_LARGE,
+    Rejection,
+    attribute_rejection,
+    batch_event_as_sent,
+    dead_letter,
+    parse_message,
+)
 from pipeline.expiry import DeadlineIndex, PartitionClock, device_now, due_at
 from pipeline.fetches import FetchApp
 from pipeline.memory import collect_rarely, keep_freed_memory
+from pipeline.outages import client_noise
 from pipeline.processor import SESSION_RECORD_TYPES, Outputs, Processor
+from pipeline.topics import (
+    RECORD_FRAMING_BYTES,
+    TABLE_NAME,
+    changelog_max_message_bytes,
+    changelog_topic,
+    max_message_bytes,
+    repartition_topic,
+    required_configs,
+)
 
 log = logging.getLogger("sessionize.worker")
 
 ORIGIN_HEADER = "sessionize-origin"
-TABLE_NAME = "devices"
+# A fatal error ends the process within this: a clean stop if it comes in time, else a hard one.
+FATAL_EXIT_S = 8.0
+EXIT_KAFKA = 3  # as the command line's: Kafka cannot be used (fenced, refused)
+EXIT_BUG = 1
+# As Kafka Streams does: a killed worker's open transaction blocks readers of its partitions
+# until the broker aborts it, this long after it began (Kafka's default is 60 s).
+TRANSACTION_TIMEOUT_MS = 10_000
+# After a transient failure, the next try waits this long, doubling up to the most.
+RETRY_BACKOFF_S = (0.5, 5.0)
 # Written outside transactions after each commit, so the changelog ends with a record Faust's
 # recovery can read (it waits for the last offset, which would otherwise be a commit marker).
 CHECKPOINT_KEY = b"\x00checkpoint"
@@ -70,21 +119,40 @@ def partition_for(device_id: str, partitions: int) -> int:
     return key_hash(device_id.encode()) % partitions
 
 
+class RecordTooLarge(Exception):
+    """A record that its topic would refuse (it was not queued)."""
+
+    def __init__(self, topic: str, size: int, room: int) -> None:
+        super().__init__(f"{size} bytes, over the {room} a record may have on topic '{topic}'")
+        self.topic = topic
+        self.size = size
+        self.room = room
+
+
 class TransactionalSink:
     """Records on their way to Kafka, gathered into one record batch per topic partition.
 
     `add` only appends (no await: a fetch's records are applied in one go); full batches are
     handed to the producer by `ship`, the rest by `flush`. Each batch costs one future instead
     of one per record. Keys are placed with Kafka's default partitioner, over partition counts
-    learnt by `learn_partitions` before the first record.
+    learnt by `learn_partitions` before the first record. A record bigger than its topic takes
+    (key, value and headers: `room`, or `rooms[topic]` where a topic takes more) is refused
+    with RecordTooLarge: the broker would refuse its whole batch, and the transaction with it.
     """
 
-    def __init__(self, producer: aiokafka.AIOKafkaProducer) -> None:
+    def __init__(
+        self, producer: aiokafka.AIOKafkaProducer, room: int, rooms: dict[str, int] | None = None
+    ) -> None:
         self.producer = producer
+        self.room = room
+        self.rooms = rooms or {}  # every one at least `room`
         self.builders: dict[tuple[str, int], Any] = {}
         self.full: list[tuple[tuple[str, int], Any]] = []
         self.partition_counts: dict[str, int] = {}
         self.pending: list[Awaitable[Any]] = []
+        # When the first batch of the transaction went to the producer (the brokers time the
+        # transaction from there); None while nothing has.
+        self.opened_at: float | None = None
 
     async def learn_partitions(self, topics: Iterable[str]) -> None:
         """Look up the partition counts of the topics records will be keyed to."""
@@ -100,7 +168,13 @@ class TransactionalSink:
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
-        """Queue one record (sent at the latest by the next `flush`)."""
+        """Queue one record (sent at the latest by the next `flush`); RecordTooLarge if its
+        topic would refuse it."""
+        size = len(value) + len(key) if key else len(value)
+        if headers:
+            size += sum(len(name) + len(data) for name, data in headers)
+        if size > self.room and size > (room := self.rooms.get(topic, self.room)):
+            raise RecordTooLarge(topic, size, room)
         if partition is None:
             partition = key_hash(key) % self.partition_counts[topic] if key else 0
         slot = (topic, partition)
@@ -134,7 +208,16 @@ class TransactionalSink:
         """Nothing queued."""
         return not self.builders and not self.full
 
+    def discard(self) -> None:
+        """Forget what is queued and not yet handed over (its transaction is being aborted)."""
+        self.builders = {}
+        self.full = []
+        self.pending = []
+        self.opened_at = None
+
     async def _ship(self, slot: tuple[str, int], builder: Any) -> None:
+        if self.opened_at is None:
+            self.opened_at = time.monotonic()
         topic, partition = slot
         self.pending.append(await self.producer.send_batch(builder, topic, partition=partition))
 
@@ -228,15 +311,27 @@ class SessionWorker:
         self.grace_ms = round(config.worker.grace_s * 1000)
         self.topics = config.topics
         self.partner_topics = {p.name: p.topic for p in config.partners}
+        self.limits = config.limits
+        # Forwarded events were checked against max_event_bytes as they came in; with what they
+        # inherited from their batch they may take up to a record of the repartition topic.
+        self.forwarded_limits = replace(config.limits, max_event_bytes=max_message_bytes(config))
+        # Created by pipeline.topics before Faust starts; Faust would create them alike.
+        required = required_configs(config)
         self.table = app.Table(
-            TABLE_NAME, key_type=bytes, value_type=bytes, partitions=partitions, default=None
+            TABLE_NAME,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=partitions,
+            default=None,
+            extra_topic_configs=required[changelog_topic(config)],
         )
         self.repartition_topic = app.topic(
-            f"{config.worker.app_id}-events.by-device",
+            repartition_topic(config),
             key_type=bytes,
             value_type=bytes,
             partitions=partitions,
             internal=True,
+            config=required[repartition_topic(config)],
         )
         self.input_topic = app.topic(
             config.topics.input, key_type=bytes, value_type=bytes, partitions=partitions
@@ -247,10 +342,15 @@ class SessionWorker:
         self.positions: dict[TP, int] = {}  # next offset after the last processed message
         self.processed_at: dict[TP, float] = {}  # monotonic time of the last processed message
         self.indexed: frozenset[int] = frozenset()
-        self.dirty: set[bytes] = set()
+        self.dirty: set[bytes] = set()  # devices changed since the last commit
         self.uncommitted: dict[TP, int] = {}  # offsets to commit with the transaction
         self.uncommitted_messages = 0
+        self.committed_clocks: dict[int, int] = {}  # partition clocks at the last commit
         self.out = self.processor.new_outputs()
+        # Output records too large for their topic, as rejections for dead letters.
+        self.unwritable: list[Rejection] = []
+        self.retry_backoff_s = RETRY_BACKOFF_S[0]
+        self.recovering: BaseException | None = None  # a failure still to be recovered from
         self.verbatim_topics = [self.partner_topics[name] for name in self.out.verbatim]
         self.checkpoint_every = config.worker.checkpoint_every
         self.committed_at = time.monotonic()
@@ -263,6 +363,9 @@ class SessionWorker:
         self.watchdog: asyncio.Future[None] | None = None
         self.broken = False
         self.stopped = False
+        self.failures = 0  # transient failures recovered from since the last line about them
+        self.failure_logged_at = 0.0
+        self.crashing: asyncio.Future[None] | None = None
 
     # Messages
 
@@ -273,7 +376,7 @@ class SessionWorker:
         async with self.lock, self._whole():
             if self.stopped or not records:
                 return
-            await self._ensure_producer()
+            await self._prepare()
             expected = await self._next_offset(tp)
             first = records[0].offset
             if first > expected:
@@ -294,19 +397,112 @@ class SessionWorker:
 
     @contextlib.asynccontextmanager
     async def _whole(self) -> AsyncIterator[None]:
-        # A fetch or tick cut short (cancelled at shutdown, or failed) may have changed state
-        # without sending all it owes: its transaction must never commit, so it is aborted and
-        # the input replayed from the last commit.
+        # A fetch, tick or checkpoint cut short may have changed state without sending all it
+        # owes: its transaction must never commit. Cancelled (at shutdown): nothing commits
+        # any more, the next start replays. A transient failure: the transaction is aborted and
+        # the input since the last commit read again. Anything else is fatal.
         try:
             yield
         except asyncio.CancelledError:
             self.broken = True
             raise
         except Exception as exc:
-            self.broken = True
-            log.exception("stopping the worker: a fetch or tick failed")
-            await self.app.crash(exc)
-            raise
+            if self.stopped:  # shutting down, or failed already: nothing commits any more
+                self.broken = True
+                log.debug("after the stop: %r", exc)
+                return
+            if not (is_transient(exc) or self._timed_out(exc)):
+                self._fail(exc)
+                return
+            self._note_failure(exc)
+            self.recovering = exc
+            with contextlib.suppress(Exception):  # if this fails too, `_prepare` tries again
+                await self._recover()
+            # Not at once again: while the brokers are away every fetch and tick would fail.
+            await asyncio.sleep(self.retry_backoff_s)
+            self.retry_backoff_s = min(2 * self.retry_backoff_s, RETRY_BACKOFF_S[1])
+
+    async def _prepare(self) -> None:
+        """Before a fetch or tick writes: the producer and its transaction, after a recovery
+        from the last failure if that is still to be done."""
+        if self.recovering is not None:
+            await self._recover()
+        await self._ensure_producer()
+
+    async def _recover(self) -> None:
+        """Go back to the last commit: abort the open transaction, put back the devices changed
+        since, and forget how far the partitions were read, so that the next fetch or tick
+        reads the messages since the last commit again (see `_fill_gap`)."""
+        self.out.clear()
+        self.unwritable.clear()
+        for key in self.dirty:
+            stored = self.table.data.get(key)
+            if stored is None:
+                self.devices.pop(key, None)
+                continue
+            device = self.devices[key] = DeviceRecord.from_json(stored)
+            self._schedule(key, device)
+        self.dirty = set()
+        for tp in self.uncommitted:
+            self.positions.pop(tp, None)
+        self.uncommitted = {}
+        self.uncommitted_messages = 0
+        for partition, clock in self.clocks.items():  # (a clock reset since stays so)
+            clock.newest_ms = min(clock.newest_ms, self.committed_clocks.get(partition, 0))
+        if self.producer is not None:
+            assert self.sink is not None
+            self.sink.discard()
+            state = self.producer._txn_manager.state
+            if state in (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR):
+                await self.producer.abort_transaction()  # waits for the brokers to answer
+                await self._begin_transaction()
+            elif state is TransactionState.READY:
+                await self._begin_transaction()
+            else:  # fenced, or mid-commit: a new producer, whose epoch aborts what was open
+                producer, self.producer, self.sink = self.producer, None, None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 5.0)
+        self.recovering = None
+
+    async def _begin_transaction(self) -> None:
+        assert self.producer is not None and self.sink is not None
+        await self.producer.begin_transaction()
+        self.sink.opened_at = None
+
+    def _timed_out(self, error: BaseException) -> bool:
+        # The brokers abort a transaction open longer than its timeout and fence its producer:
+        # so it goes after an outage. Fenced within the timeout: a newer instance took over.
+        opened_at = self.sink.opened_at if self.sink is not None else None
+        if not isinstance(error, ProducerFenced) or opened_at is None:
+            return False
+        return time.monotonic() - opened_at > TRANSACTION_TIMEOUT_MS / 1000
+
+    def _note_failure(self, error: BaseException) -> None:
+        # One line per outage or so: a failure repeats on every fetch while the brokers are away.
+        self.failures += 1
+        now = time.monotonic()
+        if now - self.failure_logged_at < 30.0:
+            return
+        self.failure_logged_at = now
+        log.warning(
+            "Kafka failed under the worker (%s: %s; %d such failures since the last line): "
+            "aborting the transaction, the input since the last commit is read again",
+            type(error).__name__,
+            error,
+            self.failures,
+        )
+        self.failures = 0
+
+    def _fail(self, error: BaseException) -> None:
+        """A fatal error: nothing commits any more, and the process ends (run_worker)."""
+        self.broken = True
+        self.stopped = True
+        if not isinstance(error, KafkaError):
+            log.critical("a bug stops the worker", exc_info=error)
+        if self.app.crash_handler is not None:
+            self.app.crash_handler(error)
+        else:  # not run by run_worker: Faust's own handling
+            self.crashing = asyncio.ensure_future(self.app.crash(error))
 
     async def _next_offset(self, tp: TP) -> int:
         """The offset this worker must see next on `tp`: after its last, or the committed one."""
@@ -347,7 +543,8 @@ class SessionWorker:
         self.positions[tp] = self.uncommitted[tp] = record.offset + 1
         self.clocks[partition].observe(arrival_ms)
         origin, indices = self._origin(record)
-        parsed = parse_message(value, _wall_ms(), self.config.limits)
+        limits = self.limits if indices is None else self.forwarded_limits
+        parsed = parse_message(value, _wall_ms(), limits)
         out = self.out
         dead: list[tuple[bytes | None, bytes]] = []
         for rejection in parsed.rejections:
@@ -374,10 +571,21 @@ class SessionWorker:
             self._send_outputs(out, emitting)
         for device_key, device in touched.items():
             self._schedule(device_key, device)  # once per device and message
-        for key, dead_record in dead:
-            self._out.add(self.topics.deadletter, key, dead_record)
         for device_id, bodies in forward.items():
-            self._forward(device_id, bodies, origin, forward_indices[device_id], arrival_ms)
+            refused = self._forward(
+                device_id, bodies, origin, forward_indices[device_id], arrival_ms
+            )
+            for index, exc in refused:
+                payload = batch_event_as_sent(value, index) if index is not None else None
+                error = f"forwarded to its device's partition, the event is {exc}"
+                rejection = Rejection(TOO_LARGE, error, index, payload)
+                dead.append(self._dead_letter(rejection, value, origin, record.key))
+        if self.unwritable:
+            for rejection in self.unwritable:
+                dead.append(self._dead_letter(rejection, value, origin, record.key))
+            self.unwritable.clear()
+        for key, dead_record in dead:
+            self._write_dead_letter(key, dead_record)
 
     def _apply(
         self,
@@ -436,22 +644,45 @@ class SessionWorker:
         origin: dict[str, Any],
         indices: list[int | None],
         arrival_ms: int,
-    ) -> None:
+    ) -> list[tuple[int | None, RecordTooLarge]]:
+        """Forward a device's events to its partition; returns the ones too large to."""
         header = orjson.dumps({"origin": origin, "indices": indices})
-        self._out.add(
-            self.repartition_topic.get_topic_name(),
-            device_id.encode(),
-            orjson.dumps({"events": bodies}),
-            partition=partition_for(device_id, self.partitions),
-            timestamp_ms=arrival_ms,
-            headers=[(ORIGIN_HEADER, header)],
-        )
+        try:
+            self._out.add(
+                self.repartition_topic.get_topic_name(),
+                device_id.encode(),
+                orjson.dumps({"events": bodies}),
+                partition=partition_for(device_id, self.partitions),
+                timestamp_ms=arrival_ms,
+                headers=[(ORIGIN_HEADER, header)],
+            )
+        except RecordTooLarge as exc:
+            if len(bodies) == 1:
+                return [(indices[0], exc)]
+            # Events inherit the batch's ids: forwarded, a batch can outgrow its message.
+            half = len(bodies) // 2
+            return [
+                *self._forward(device_id, bodies[:half], origin, indices[:half], arrival_ms),
+                *self._forward(device_id, bodies[half:], origin, indices[half:], arrival_ms),
+            ]
+        return []
 
     def _dead_letter(
         self, rejection: Rejection, message: bytes, origin: dict[str, Any], key: bytes | None
     ) -> tuple[bytes | None, bytes]:
         cap = self.config.limits.max_dead_letter_payload_bytes
         return key, orjson.dumps(dead_letter(rejection, message, origin, cap))
+
+    def _write_dead_letter(self, key: bytes | None, value: bytes) -> None:
+        try:
+            self._out.add(self.topics.deadletter, key, value)
+        except RecordTooLarge as exc:  # its payload is capped: only a huge error text can do it
+            record = orjson.loads(value)
+            record["error"] = record["error"][:1000] + " [cut: the dead letter was too large]"
+            try:
+                self._out.add(self.topics.deadletter, key, orjson.dumps(record))
+            except RecordTooLarge:
+                log.error("a dead letter of %s is %s: not written", _where(record), exc)
 
     def _send_outputs(self, out: Outputs, device_id: str) -> None:
         """Queue what one device emitted; every output is keyed by its device id."""
@@ -461,14 +692,32 @@ class SessionWorker:
         verbatim = self.verbatim_topics
         for record in out.canonical:  # each serialized once for every topic that carries it
             value = orjson.dumps(record)
-            send(sessions if record["type"] in SESSION_RECORD_TYPES else enriched, key, value)
-            for topic in verbatim:
-                send(topic, key, value)
+            try:
+                send(sessions if record["type"] in SESSION_RECORD_TYPES else enriched, key, value)
+                for topic in verbatim:  # as big a record takes as much room there
+                    send(topic, key, value)
+            except RecordTooLarge as exc:
+                self._unwritable(exc, record, value)
         for name, records in out.partners.items():
             topic = self.partner_topics[name]
             for record in records:
-                send(topic, key, orjson.dumps(record))
+                value = orjson.dumps(record)
+                try:
+                    send(topic, key, value)
+                except RecordTooLarge as exc:
+                    self._unwritable(exc, record, value, f"partner {name}'s ")
         out.clear()
+
+    def _unwritable(
+        self, error: RecordTooLarge, record: Record, value: bytes, whose: str = ""
+    ) -> None:
+        # A record its topic would refuse: a too_large dead letter instead, carrying the record.
+        kind = record.get("type") or record.get("event_type") or "output"
+        about = ", ".join(
+            f"{name} {record[name]}" for name in ("session_id", "event_id") if name in record
+        )
+        error_text = f"its {whose}{kind} record ({about}) is {error}"
+        self.unwritable.append(Rejection(TOO_LARGE, error_text, None, value))
 
     @property
     def _out(self) -> TransactionalSink:
@@ -478,27 +727,48 @@ class SessionWorker:
         return self.sink
 
     async def _ensure_producer(self) -> None:
-        if self.producer is None:
-            # Once per worker: records queued in a sink belong to its producer's transaction.
-            _quiet_client_logs()
-            self.marker_producer = marker_producer(self.config)
-            await self.marker_producer.start()
-            self.producer = transactional_producer(self.config)
-            await self.producer.start()
-            await self.producer.begin_transaction()
-            self.sink = TransactionalSink(self.producer)
+        if self.producer is not None:
+            return
+        # Once per worker, or after a fenced one: records queued in a sink belong to its
+        # producer's transaction.
+        _quiet_client_logs()
+        if self.marker_producer is None:
+            markers = marker_producer(self.config)
+            try:
+                await markers.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(markers.stop(), 5.0)
+                raise
+            self.marker_producer = markers
+        producer = transactional_producer(self.config)
+        try:
+            await producer.start()
+            await producer.begin_transaction()
+            changelog = self.table.changelog_topic.get_topic_name()
+            sink = TransactionalSink(
+                producer,
+                max_message_bytes(self.config) - RECORD_FRAMING_BYTES,
+                {changelog: changelog_max_message_bytes(self.config) - RECORD_FRAMING_BYTES},
+            )
             topics = self.topics
-            await self.sink.learn_partitions(
+            await sink.learn_partitions(
                 {topics.sessions, topics.enriched, topics.deadletter, *self.partner_topics.values()}
             )
+        except BaseException:
+            with contextlib.suppress(Exception):  # half started: the next try starts anew
+                await asyncio.wait_for(producer.stop(), 5.0)
+            raise
+        self.producer, self.sink = producer, sink
+        if self.gaps is None:
             self.gaps = GapReader(self.config)
 
     # Checkpoints
 
     async def checkpoint(self) -> None:
         """Commit the transaction: records sent so far, changed devices, consumed offsets."""
-        async with self.lock:
-            if not self.stopped:
+        async with self.lock, self._whole():
+            if not self.stopped and self.recovering is None:
                 await self._commit()
 
     async def _commit(self) -> None:
@@ -509,14 +779,23 @@ class SessionWorker:
             await asyncio.gather(*markers)
         changelog = self.table.changelog_topic.get_topic_name()
         touched: set[int] = set()
+        saved: list[tuple[bytes, bytes]] = []
         for key in self.dirty:
             device = self.devices.get(key)
             if device is not None:
                 value = device.to_json()
-                self.table.data[key] = value
-                self._out.add(changelog, key, value, partition=device.partition)
+                try:
+                    self._out.add(changelog, key, value, partition=device.partition)
+                except RecordTooLarge as exc:
+                    log.error(
+                        "device %s: its state is %s, not saved (a restart would find it as it "
+                        "was at its last save)",
+                        key.decode(errors="replace"),
+                        exc,
+                    )
+                    continue
+                saved.append((key, value))
                 touched.add(device.partition)
-        self.dirty = set()
         assert self.sink is not None
         await self.sink.flush()
         if self.uncommitted:
@@ -529,14 +808,21 @@ class SessionWorker:
             "committed offsets %s",
             {f"{tp.topic}:{tp.partition}": o for tp, o in self.uncommitted.items()},
         )
+        # Only now the table holds these states: a failed commit goes back to the ones before.
+        for key, value in saved:
+            self.table.data[key] = value
+        self.dirty = set()
+        self.committed_clocks = {p: clock.newest_ms for p, clock in self.clocks.items()}
         self.committed_at = time.monotonic()
         self.app.note_committed(self.uncommitted)
+        self.uncommitted = {}
+        self.uncommitted_messages = 0
+        self.retry_backoff_s = RETRY_BACKOFF_S[0]
+        client_noise.back()
         # Markers only keep recovery from waiting on the last offset: not worth a round trip
         # here (the next commit, or the shutdown, makes sure they went out).
         self.markers_sent = await write_checkpoint_markers(self.marker_producer, changelog, touched)
-        self.uncommitted = {}
-        self.uncommitted_messages = 0
-        await self.producer.begin_transaction()
+        await self._begin_transaction()
 
     # Expiry
 
@@ -547,9 +833,11 @@ class SessionWorker:
                 await self._on_tick()
 
     async def _on_tick(self) -> None:
+        if client_noise.in_outage:
+            await self._probe()
         if not self._ready():
             return
-        await self._ensure_producer()
+        await self._prepare()
         actives = self._active_partitions()
         if actives != self.indexed:
             await self._reindex(actives)
@@ -569,11 +857,25 @@ class SessionWorker:
                 device_time = device_now(device.arrival_ms, device.latest_ts, now, self.grace_ms)
                 self.processor.expire(device.states, device_time, out)
                 self._send_outputs(out, device.states[0].device_id)
+                for rejection in self.unwritable:  # no message to name as its origin
+                    log.error(
+                        "device %s: not written: %s", key.decode(errors="replace"), rejection.error
+                    )
+                self.unwritable.clear()
                 self.dirty.add(key)
                 self._schedule(key, device)
         pending = self.dirty or self.uncommitted or (self.sink is not None and not self.sink.empty)
         if pending and time.monotonic() - self.committed_at >= self.config.worker.commit_interval_s:
             await self._commit()
+
+    async def _probe(self) -> None:
+        # The clients said Kafka went away: whether it answers again (ends the outage's lines).
+        if self.producer is None:
+            return
+        with contextlib.suppress(Exception):
+            answered = await asyncio.wait_for(self.producer.client.force_metadata_update(), 2.0)
+            if answered:
+                client_noise.back()
 
     def watch_recovery(self) -> None:
         """Start the recovery watchdog (once): Faust starts timers only after the first
@@ -684,7 +986,11 @@ class SessionWorker:
             self.watchdog.cancel()
         async with self.lock:
             log.debug("shutting down; a message was cut short: %s", self.broken)
-            await self._commit()
+            try:
+                if self.recovering is None:
+                    await self._commit()
+            except Exception as exc:  # the transaction stays open: the next start aborts it
+                log.warning("not committed at shutdown (%s: %s)", type(exc).__name__, exc)
             self.stopped = True
             if self.markers_sent:
                 await asyncio.gather(*self.markers_sent)
@@ -709,6 +1015,28 @@ def _index_of(
     return indices[position] if indices is not None else None
 
 
+# Kafka errors that pass once the brokers are back, though aiokafka does not mark them retriable.
+_TRANSIENT_KAFKA_ERRORS = (
+    KafkaTimeoutError,
+    BrokerNotAvailableError,
+    ConcurrentTransactions,
+    RebalanceInProgressError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure that passes once the brokers answer again (unreachable, a request timed out,
+    a leader or coordinator moving or loading): worth a retry. Any other one is fatal: fenced
+    by a newer instance, refused (authorization, an invalid transaction state), or a bug."""
+    if isinstance(error, KafkaError):
+        return bool(error.retriable) or isinstance(error, _TRANSIENT_KAFKA_ERRORS)
+    return isinstance(error, TimeoutError | ConnectionError)
+
+
+def _where(record: dict[str, Any]) -> str:
+    return f"{record.get('topic')}:{record.get('partition')}@{record.get('offset')}"
+
+
 def _quiet_client_logs() -> None:
     # aiokafka logs every send at DEBUG; building those records cost ~15 % of the worker's
     # time even when nothing printed them.
@@ -720,7 +1048,7 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App, SessionWorker]:
+def create_app(config: Config, partitions: int | None = None) -> tuple[FetchApp, SessionWorker]:
     """The Faust app of the worker, with its agents and timer."""
     partitions = partitions or config.topics.partitions
     settings = config.worker
@@ -739,6 +1067,7 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[faust.App
         datadir=settings.data_dir,
         table_standby_replicas=0,
         producer_linger_ms=5,
+        producer_max_request_size=_max_request_size(config),
         broker_commit_every=10_000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=4096,
@@ -797,23 +1126,31 @@ def _credentials(config: Config) -> Any:
     return None
 
 
+def _max_request_size(config: Config) -> int:
+    # As large as the largest record any topic of the worker takes (its table's changelog).
+    return max(max_message_bytes(config), changelog_max_message_bytes(config))
+
+
 def transactional_producer(config: Config) -> aiokafka.AIOKafkaProducer:
     """This worker's producer: one transactional id per worker instance, stable over restarts."""
     return aiokafka.AIOKafkaProducer(
         transactional_id=f"{config.worker.app_id}-{config.worker.instance_id}",
         enable_idempotence=True,
-        # As Kafka Streams does: a killed worker's open transaction blocks readers of its
-        # partitions until the broker aborts it, this long after it began (default 60 s).
-        transaction_timeout_ms=10_000,
+        transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         linger_ms=5,
         max_batch_size=256 * 1024,
+        max_request_size=_max_request_size(config),
         **config.kafka.client_options(),
     )
 
 
 def marker_producer(config: Config) -> aiokafka.AIOKafkaProducer:
     """A plain idempotent producer, for the changelog's checkpoint markers."""
-    return aiokafka.AIOKafkaProducer(enable_idempotence=True, **config.kafka.client_options())
+    return aiokafka.AIOKafkaProducer(
+        enable_idempotence=True,
+        max_request_size=_max_request_size(config),
+        **config.kafka.client_options(),
+    )
 
 
 async def write_checkpoint_markers(
@@ -838,7 +1175,7 @@ async def fence_previous_instance(config: Config) -> None:
     producer = transactional_producer(config)
     await producer.start()
     await producer.stop()
-    changelog = f"{config.worker.app_id}-{TABLE_NAME}-changelog"
+    changelog = changelog_topic(config)
     admin = AIOKafkaAdminClient(**config.kafka.client_options())
     await admin.start()
     try:
@@ -874,14 +1211,59 @@ def _read_committed_only() -> None:
     aiokafka.AIOKafkaConsumer = ReadCommittedConsumer
 
 
+class FatalExit:
+    """Ends the process after a fatal error, with a non-zero exit code, within FATAL_EXIT_S.
+
+    The worker first stops as on SIGTERM (it leaves its consumer group, so others take over at
+    once, and commits nothing: the fetch or tick that failed is not whole); should that not end
+    the process in time, it exits there and then. Called from any thread.
+    """
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def __call__(self, reason: BaseException) -> None:
+        if self.code is not None:
+            return
+        self.code = EXIT_KAFKA if isinstance(reason, KafkaError) else EXIT_BUG
+        log.critical(
+            "the worker stops (exit %d) after %s: %s", self.code, type(reason).__name__, reason
+        )
+        hard_stop = threading.Timer(FATAL_EXIT_S, self.exit_now)
+        hard_stop.daemon = True
+        hard_stop.start()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def exit_now(self) -> None:
+        """End the process at once with the exit code."""
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(self.code if self.code is not None else EXIT_BUG)
+
+
+class _Worker(faust.Worker):
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        for handler in logger.handlers:  # a broker outage: a few lines, not thousands
+            handler.addFilter(client_noise)
+
+
 def run_worker(config: Config, partitions: int, loglevel: str = "warning") -> None:
-    """Run a worker until SIGINT/SIGTERM."""
+    """Run a worker until SIGINT/SIGTERM, or until a fatal error ends it (SystemExit with a
+    non-zero code). Its topics must have been prepared (`pipeline.topics`)."""
     keep_freed_memory()  # records are freed after every send: reuse the memory
     collect_rarely()  # device states are long-lived: don't keep re-scanning them
     asyncio.run(fence_previous_instance(config))
     app, _ = create_app(config, partitions)
-    worker = faust.Worker(app, loglevel=loglevel.upper(), quiet=True)
+    fatal = FatalExit()
+    app.crash_handler = fatal
+    worker = _Worker(app, loglevel=loglevel.upper(), quiet=True)
     # Faust's terminal spinner turns the root logger to DEBUG so that it "spins for every log
     # message": every aiokafka send then builds a log record. No spinner, no such cost.
     worker.spinner = None
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if fatal.code is not None:
+            raise SystemExit(fatal.code)

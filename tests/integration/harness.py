@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +78,11 @@ class Pipeline:
         """Create the pipeline's topics with the configured partitions (not 1 by auto-create)."""
         asyncio.run(ensure_topics(load_config(self.config_path, env={})))
 
-    def start_worker(self, instance_id: str | None = None) -> subprocess.Popen[bytes]:
-        """A worker process; workers running side by side need their own `instance_id`."""
+    def start_worker(
+        self, instance_id: str | None = None, entry: Sequence[str] = ("-m", "pipeline")
+    ) -> subprocess.Popen[bytes]:
+        """A worker process; workers running side by side need their own `instance_id`.
+        `entry`: what python runs instead of the command line (it gets `worker --config ...`)."""
         log = (self.directory / f"worker-{len(self.workers)}.log").open("wb")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if instance_id is not None:
@@ -87,8 +90,7 @@ class Pipeline:
         process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "pipeline",
+                *entry,
                 "worker",
                 "--config",
                 str(self.config_path),
