@@ -41,18 +41,33 @@ def decoded(records: dict[str, list[bytes]], topic: str) -> list[dict[str, Any]]
 
 
 async def stream_outputs(
-    pipeline: Pipeline, timeout_s: float = 90
+    pipeline: Pipeline, messages: list[tuple[bytes | None, bytes]], timeout_s: float = 90
 ) -> dict[str, list[dict[str, Any]]]:
-    topics = [pipeline.topic(role) for role in ("sessions", "enriched", "deadletter")]
-    records = await consume(pipeline.bootstrap, topics, all_sessions_closed(pipeline), timeout_s)
-    # A little longer, so that late duplicates, if any, would show up.
-    extra = await consume(pipeline.bootstrap, topics, lambda r: False, 2.0)
-    assert all(len(extra[t]) == len(records[t]) for t in topics) or extra == records
-    records = extra if sum(map(len, extra.values())) > sum(map(len, records.values())) else records
-    return {
-        role: decoded(records, pipeline.topic(role))
-        for role in ("sessions", "enriched", "deadletter")
-    }
+    """The worker's outputs for `messages`, read once they are complete, then 2 s longer.
+
+    Complete: every output topic holds at least as many records as offline mode writes for
+    `messages`, and every session has ended. "Every session has ended" alone is no sign that
+    the worker is done: it also holds before a backlog is read (the first half's sessions all
+    timed out, the second half not read yet), and a re-read started then found more.
+    The 2 s after are for late duplicates; what did not come by the timeout is missing.
+    """
+    roles = ("sessions", "enriched", "deadletter")
+    offline = pipeline.offline(messages)
+    files = {"sessions": "sessions", "enriched": "enriched", "deadletter": "dead_letter"}
+    expected = {pipeline.topic(r): len(read_jsonl(offline / f"{files[r]}.jsonl")) for r in roles}
+    closed = all_sessions_closed(pipeline)
+    settled_at: list[float] = []
+
+    def complete_and_settled(records: dict[str, list[bytes]]) -> bool:
+        if not settled_at:
+            if not (all(len(records[t]) >= n for t, n in expected.items()) and closed(records)):
+                return False
+            settled_at.append(time.monotonic() + 2.0)
+        return time.monotonic() >= settled_at[0]
+
+    topics = list(expected)
+    records = await consume(pipeline.bootstrap, topics, complete_and_settled, timeout_s)
+    return {role: decoded(records, pipeline.topic(role)) for role in roles}
 
 
 def assert_same_as_offline(
@@ -129,6 +144,40 @@ def _without_event_timeouts(message: bytes) -> bytes:
     return orjson.dumps(document)
 
 
+def halves(
+    messages: list[tuple[bytes | None, bytes]], pause_ms: int = 60_000
+) -> tuple[list[tuple[bytes | None, bytes]], list[tuple[bytes | None, bytes]]]:
+    """The messages cut in two, the second half `pause_ms` later in event time.
+
+    The tests send the second half only after a worker has started, read the first half and
+    been killed: seconds in which a worker that has caught up closes, on the wall clock, every
+    session quiet for its timeout + grace (SPEC section 3, live). A session whose next event
+    comes within its timeout in event time would then end there or go on depending on those
+    seconds. After a pause longer than every timeout it ends in offline mode too.
+    """
+    middle = len(messages) // 2
+    later = [(key, _later(value, pause_ms)) for key, value in messages[middle:]]
+    return messages[:middle], later
+
+
+def _later(message: bytes, ms: int) -> bytes:
+    """`message` with the time of each of its events `ms` later (bad messages as they are)."""
+    try:
+        document = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return message
+    events = document.get("events", [document]) if isinstance(document, dict) else None
+    if not isinstance(events, list):
+        return message
+    for event in events:
+        if isinstance(event, dict) and type(event.get("ts")) is int:
+            event["ts"] += ms
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError:  # a time past what JSON writers hold: leave it out of range
+        return message
+
+
 def _device_of(message: bytes) -> str | None:
     try:
         document = orjson.loads(message)
@@ -144,7 +193,7 @@ def test_workload_through_kafka_gives_the_offline_sessions(
     messages = workload(devices=150, batch_size=4, seed=11)
     pipeline.start_worker()
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
-    stream = asyncio.run(stream_outputs(pipeline))
+    stream = asyncio.run(stream_outputs(pipeline, messages))
     assert_same_as_offline(pipeline, messages, stream)
 
 
@@ -168,7 +217,7 @@ def test_input_not_keyed_by_device_is_repartitioned_and_gives_the_same_sessions(
             routed.append((None, value, partition))
     pipeline.start_worker()
     asyncio.run(produce_routed(pipeline.bootstrap, pipeline.topic("raw"), routed))
-    stream = asyncio.run(stream_outputs(pipeline))
+    stream = asyncio.run(stream_outputs(pipeline, messages))
     assert_same_as_offline(pipeline, messages, stream)
 
 
@@ -205,7 +254,7 @@ def test_replayed_backlog_of_old_events_is_not_expired_by_the_wall_clock(
     ]
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
     pipeline.start_worker()
-    stream = asyncio.run(stream_outputs(pipeline, timeout_s=60))
+    stream = asyncio.run(stream_outputs(pipeline, messages, timeout_s=60))
     ends = [r for r in stream["sessions"] if r["type"] == "session_end"]
     assert [e["end_reason"] for e in ends] == ["timeout", "terminate"]
     assert_same_as_offline(pipeline, messages, stream)
@@ -271,17 +320,18 @@ def test_stop_mid_stream_loses_nothing_and_delivers_nothing_twice(
     pipeline_factory: Callable[..., Pipeline], stop: signal.Signals
 ) -> None:
     pipeline = pipeline_factory(sessions=FAST)
-    messages = workload(devices=300, batch_size=2, seed=13)
-    first, second = messages[: len(messages) // 2], messages[len(messages) // 2 :]
+    first, second = halves(workload(devices=300, batch_size=2, seed=13))
+    messages = first + second
     pipeline.start_worker()
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), first))
-    # Kill it while it is busy with the first half, then queue the rest as a backlog.
+    # Kill it once it is busy with the first half (on a slow machine it may have read all of it
+    # and be waiting by then: see `halves`), then queue the rest as a backlog.
     wait_for_enriched(pipeline, more_than=200, timeout_s=60)
     pipeline.workers[-1].send_signal(stop)
     pipeline.workers[-1].wait(20)  # a clean stop must not hang on unacked messages
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), second))
     pipeline.start_worker()
-    stream = asyncio.run(stream_outputs(pipeline, timeout_s=120))
+    stream = asyncio.run(stream_outputs(pipeline, messages, timeout_s=120))
 
     assert_exactly_once_as_offline(pipeline, messages, stream)
 
@@ -293,8 +343,8 @@ def test_a_second_worker_takes_over_from_one_killed_for_good(
     # recover its devices (the changelog ends in the dead worker's aborted transaction) and
     # finish the work: nothing lost, nothing delivered twice.
     pipeline = pipeline_factory(sessions=FAST, partitions=4)
-    messages = workload(devices=300, batch_size=2, seed=17)
-    first, second = messages[: len(messages) // 2], messages[len(messages) // 2 :]
+    first, second = halves(workload(devices=300, batch_size=2, seed=17))
+    messages = first + second
     survivor = pipeline.start_worker(instance_id="survivor")
     doomed = pipeline.start_worker(instance_id="doomed")
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), first))
@@ -302,7 +352,7 @@ def test_a_second_worker_takes_over_from_one_killed_for_good(
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(20)
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), second))
-    stream = asyncio.run(stream_outputs(pipeline, timeout_s=150))
+    stream = asyncio.run(stream_outputs(pipeline, messages, timeout_s=150))
     assert survivor.poll() is None
 
     assert_exactly_once_as_offline(pipeline, messages, stream)
@@ -370,7 +420,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_processing_goes_on(
     ]
     pipeline.start_worker()
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
-    stream = asyncio.run(stream_outputs(pipeline, timeout_s=60))
+    stream = asyncio.run(stream_outputs(pipeline, messages, timeout_s=60))
     reasons = [d["reason"] for d in stream["deadletter"]]
     assert sorted(reasons) == sorted(
         ["malformed_json", "invalid_event", "too_large", "malformed_json", "timestamp_out_of_range"]
@@ -409,7 +459,7 @@ def test_worker_fills_every_partner_topic_like_offline(
     messages = workload(devices=40, batch_size=3, seed=21)
     pipeline.start_worker()
     asyncio.run(produce(pipeline.bootstrap, pipeline.topic("raw"), messages))
-    asyncio.run(stream_outputs(pipeline))  # every pipeline session closed
+    asyncio.run(stream_outputs(pipeline, messages))  # every pipeline session closed
     offline = pipeline.offline(messages)
     topics = {p["name"]: pipeline.topic("partner." + p["name"]) for p in partners}
     expected = {
