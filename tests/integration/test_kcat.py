@@ -107,7 +107,15 @@ def test_kcat_in_kcat_out(pipeline_factory: Callable[..., Pipeline]) -> None:
     pipeline.start_worker()
     events = sessions_of_three_devices(time.time_ns() // 1_000_000)
     lines = b"".join(e["device_id"].encode() + b"\t" + orjson.dumps(e) + b"\n" for e in events)
-    kcat(pipeline.bootstrap, "-P", "-t", pipeline.topic("raw"), "-K", "\t", stdin=lines)
+    # Idempotent, so that the events stay in order: librdkafka's default producer sends each
+    # message of a flush in its own request, all in flight at once, and retries a failed one
+    # (the broker answers "not leader" for a while after a topic is created) after the others
+    # went through. A device's app_launch written after its next events opens a session of
+    # its own, which offline mode, reading the file in order, never sees.
+    produce = ("-P", "-X", "enable.idempotence=true", "-t", pipeline.topic("raw"), "-K", "\t")
+    kcat(pipeline.bootstrap, *produce, stdin=lines)
+    written = [record for _, record in read_partner(pipeline, pipeline.topic("raw"))]
+    assert per_device_ids(written) == per_device_ids(events), "kcat reordered the input"
 
     offline = pipeline.offline([(None, orjson.dumps(e)) for e in events])
     for name, dedup_key in (("amp", _amplitude_key), ("mix", _mixpanel_key)):
@@ -127,6 +135,14 @@ def test_kcat_in_kcat_out(pipeline_factory: Callable[..., Pipeline]) -> None:
         "timeout",
         "timeout",
     ]
+
+
+def per_device_ids(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Each device's event ids, in order."""
+    ids: dict[str, list[str]] = {}
+    for event in events:
+        ids.setdefault(event["device_id"], []).append(event["event_id"])
+    return ids
 
 
 def _wait_for(pipeline: Pipeline, topic: str, count: int) -> list[tuple[str, dict[str, Any]]]:
