@@ -189,10 +189,13 @@ def _refuse_unwritable(parsed: ParsedMessage, message: bytes, max_event_bytes: i
 
 def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Rejection | None:
     """Why `event` cannot be applied, or None. `max_depth` 0: known not to nest too deep."""
+    too_deep = f"event nests deeper than max_depth={max_depth} levels"
     if not _event_schema.is_valid(event):
+        if max_depth and _deeper_than(event.values(), 1, max_depth):
+            return Rejection(INVALID_EVENT, too_deep)  # (and the schema's report may not go)
         return Rejection(INVALID_EVENT, _event_schema.explain(event))
     if max_depth and _nests_too_deep(event, max_depth):
-        return Rejection(INVALID_EVENT, f"event nests deeper than max_depth={max_depth} levels")
+        return Rejection(INVALID_EVENT, too_deep)
     ts = event["ts"]
     if type(ts) is not int:  # the schema's "integer" admits 1.0; events carry exact ints
         ts = event["ts"] = int(ts)

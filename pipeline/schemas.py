@@ -60,6 +60,8 @@ class Validator:
         except jsonschema_rs.ValidationError as error:
             where = ".".join([root, *(str(part) for part in error.instance_path)])
             return f"{where}: {self._comment(list(error.schema_path)) or error.message}"
+        except ValueError:  # the validator's error report stops at 255 levels of nesting
+            return f"{root}: does not match its schema, and nests too deep to say where"
         return "valid"
 
     def _comment(self, schema_path: list[str | int]) -> str | None:

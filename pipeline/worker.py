@@ -1138,7 +1138,9 @@ def transactional_producer(config: Config) -> aiokafka.AIOKafkaProducer:
         enable_idempotence=True,
         transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
         linger_ms=5,
-        max_batch_size=256 * 1024,
+        # A batch of several records must fit the smallest topic too (a lone record bigger
+        # than this still goes alone: the size check of TransactionalSink.add bounds it).
+        max_batch_size=min(256 * 1024, config.limits.max_record_bytes),
         max_request_size=_max_request_size(config),
         **config.kafka.client_options(),
     )

@@ -316,3 +316,19 @@ def test_batch_event_one_level_past_max_depth_is_invalid_whatever_its_neighbours
         parsed = parse_message(message, NOW)
         deep_rejected = any(r.index == 0 for r in parsed.rejections)
         assert deep_rejected is not accepted
+
+
+@pytest.mark.parametrize("field", [b'"name":', b'"event_id":', b'"attributes":', b'"ts":'])
+def test_a_deep_value_where_the_schema_wants_another_type_is_invalid_not_a_crash(
+    field: bytes,
+) -> None:
+    # The schema validator's own report gives up past 255 levels.
+    message = orjson.dumps(event())[:-1] + b"," + field + b"[" * 300 + b"]" * 300 + b"}"
+    parsed = parse_message(message, NOW)
+    assert [r.reason for r in parsed.rejections] == ["invalid_event"]
+    assert "max_depth=32" in parsed.rejections[0].error
+
+
+def test_a_batch_whose_events_hold_a_deep_value_is_invalid_as_a_whole() -> None:
+    message = b'{"app_id":"a1","device_id":"d1","events":{"x":' + b"[" * 300 + b"]" * 300 + b"}}"
+    assert reasons(message) == ["invalid_event"]
