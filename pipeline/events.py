@@ -117,7 +117,7 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
     # An event is no deeper than the containers it holds (itself included), and a message's
     # brackets count at least its containers: most messages need no walk.
     max_depth = limits.max_depth
-    brackets = message.count(b"{") + message.count(b"[")
+    brackets = message.count(b"{") + (message.count(b"[") if b"[" in message else 0)
     if "events" in document and "type" not in document:
         parsed = _parse_batch(document, max_ts, message, max_depth, brackets)
     else:
@@ -189,13 +189,12 @@ def _refuse_unwritable(parsed: ParsedMessage, message: bytes, max_event_bytes: i
 
 def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Rejection | None:
     """Why `event` cannot be applied, or None. `max_depth` 0: known not to nest too deep."""
-    too_deep = f"event nests deeper than max_depth={max_depth} levels"
     if not _event_schema.is_valid(event):
         if max_depth and _deeper_than(event.values(), 1, max_depth):
-            return Rejection(INVALID_EVENT, too_deep)  # (and the schema's report may not go)
+            return _too_deep(max_depth)  # (and the schema's own report may not go that deep)
         return Rejection(INVALID_EVENT, _event_schema.explain(event))
     if max_depth and _nests_too_deep(event, max_depth):
-        return Rejection(INVALID_EVENT, too_deep)
+        return _too_deep(max_depth)
     ts = event["ts"]
     if type(ts) is not int:  # the schema's "integer" admits 1.0; events carry exact ints
         ts = event["ts"] = int(ts)
@@ -206,6 +205,10 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
             TIMESTAMP_OUT_OF_RANGE, f"ts {ts} is more than max_future_skew_s ahead of now"
         )
     return None
+
+
+def _too_deep(max_depth: int) -> Rejection:
+    return Rejection(INVALID_EVENT, f"event nests deeper than max_depth={max_depth} levels")
 
 
 def _nests_too_deep(event: dict[str, Any], max_depth: int) -> bool:
