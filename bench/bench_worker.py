@@ -56,7 +56,7 @@ from pipeline import localkafka
 from pipeline.config import Config, load_config
 from pipeline.offline import run_offline
 from pipeline.partners import FORMATS
-from pipeline.topics import ensure_topics
+from pipeline.topics import ensure_topics, max_message_bytes
 from pipeline.workload import WorkloadSpec, generate_keyed_messages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +127,11 @@ async def create_topics(bootstrap: str, names: list[str]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+        # As `sessionize topics create` would: room for the pipeline's largest record.
+        room = {"max.message.bytes": str(max_message_bytes(load_config(None, env={})))}
+        await admin.create_topics(
+            [NewTopic(name, PARTITIONS, 1, topic_configs=room) for name in names]
+        )
     finally:
         await admin.close()
 
