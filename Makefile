@@ -29,10 +29,10 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not kafka"
 
 kafka-up: $(STAMP)
-	$(BIN)/python -m pipeline.localkafka up
+	$(BIN)/python -m pipeline.kafka.local up
 
 kafka-down: $(STAMP)
-	$(BIN)/python -m pipeline.localkafka down
+	$(BIN)/python -m pipeline.kafka.local down
 
 ## The README's main command: the whole pipeline on a local broker, with a summary and a picture.
 demo: $(STAMP)

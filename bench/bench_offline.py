@@ -1,8 +1,8 @@
 """Offline-mode throughput benchmark (not a test).
 
-Generates a seeded workload with `pipeline.workload` (1,000,000 events over 100,000 devices by
-default; generation is timed on its own), then runs `pipeline.offline.run_offline` over it
-in-process, in a fresh child process per scenario so that each peak RSS is that scenario's own:
+Generates a seeded workload with `pipeline.workload.generator` (1,000,000 events over 100,000
+devices by default; generation is timed on its own), then runs `pipeline.offline.run_offline` over
+it in-process, in a fresh child process per scenario so that each peak RSS is that scenario's own:
 
   (a) batch_size 1, canonical outputs only (a config with a single canonical partner)
   (b) batch_size 20, all five default partners
@@ -39,7 +39,7 @@ from typing import Any
 from pipeline.config import Config, load_config
 from pipeline.offline import Summary, run_offline
 from pipeline.partners import Partner
-from pipeline.workload import WorkloadSpec, write_jsonl
+from pipeline.workload.generator import WorkloadSpec, write_jsonl
 
 NOW_MS = 1_800_000_000_000  # after every generated event: nothing is "in the future"
 PROFILE_EVENTS = 100_000

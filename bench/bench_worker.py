@@ -54,10 +54,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline import localkafka
 from pipeline.config import Config, load_config
+from pipeline.kafka.topics import ensure_topics, max_message_bytes
 from pipeline.offline import run_offline
 from pipeline.partners import FORMATS
-from pipeline.topics import ensure_topics, max_message_bytes
-from pipeline.workload import WorkloadSpec, generate_keyed_messages
+from pipeline.workload.generator import WorkloadSpec, generate_keyed_messages
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
@@ -740,7 +740,7 @@ def benchmark(args: argparse.Namespace) -> None:
         f"{generation_s:.1f} s",
         flush=True,
     )
-    rows = [Row("generate (pipeline.workload)", generation_s, 0.0, None, "")]
+    rows = [Row("generate (pipeline.workload.generator)", generation_s, 0.0, None, "")]
     scenarios = [CANONICAL] if args.canonical_only else [CANONICAL, ALL_PARTNERS]
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as temp, broker(Path(temp)) as boot:
         source = f"{stamp}.raw"

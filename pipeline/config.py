@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.engine import SessionConfig
-from pipeline.events import MAX_DEPTH_LIMIT, Limits
+from pipeline.input.events import MAX_DEPTH_LIMIT, Limits
 from pipeline.partners import FORMATS, Partner, default_partners
+from pipeline.vocabulary import MAX_SESSION_TIMEOUT_S, MIN_SESSION_TIMEOUT_S
 
 ENV_PREFIX = "SESSIONIZE_"
 
@@ -164,7 +165,7 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
 # A dead letter keeps at least this much of a bad payload, enough to recognise it.
 MIN_DEAD_LETTER_PAYLOAD_BYTES = 1024
-_TIMEOUT = _seconds(1, 86_400)
+_TIMEOUT = _seconds(MIN_SESSION_TIMEOUT_S, MAX_SESSION_TIMEOUT_S)
 _SSL_FILES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
 _SASL_KEYS = ("sasl_mechanism", "sasl_username", "sasl_password")
 

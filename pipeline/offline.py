@@ -22,9 +22,10 @@ import orjson
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.events import attribute_rejection, dead_letter, parse_message
+from pipeline.input.events import attribute_rejection, dead_letter, parse_message
 from pipeline.memory import keep_freed_memory
-from pipeline.processor import SESSION_RECORD_TYPES, Outputs, Processor
+from pipeline.processing.processor import Outputs, Processor
+from pipeline.vocabulary import SESSION_RECORD_TYPES
 
 _READ_BYTES = 1 << 20
 _FLUSH_RECORDS = 2048  # records between writes: big writes, bounded memory, warm caches

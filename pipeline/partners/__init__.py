@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from pipeline.partners._common import SESSION_RECORD_TYPES
+from pipeline.vocabulary import SESSION_RECORD_TYPES
 
 Translate = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-SESSION_START = "session_start"
-SESSION_END = "session_end"
-SESSION_RECORD_TYPES = frozenset({SESSION_START, SESSION_END})
+from pipeline.vocabulary import SESSION_END, SESSION_RECORD_TYPES, SESSION_START
 
 # mParticle's names for app state transitions; session_attribute has no mParticle counterpart.
 APP_STATE_EVENT_NAMES: Mapping[str, str] = {

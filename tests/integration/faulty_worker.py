@@ -21,8 +21,8 @@ from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from pipeline import cli
-from pipeline.processor import Processor
-from pipeline.worker import SessionWorker, TransactionalSink
+from pipeline.processing.processor import Processor
+from pipeline.streaming.worker import SessionWorker, TransactionalSink
 
 _tasks: list[asyncio.Future[Any]] = []
 

@@ -20,8 +20,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.config import load_config
+from pipeline.kafka.topics import ensure_topics
 from pipeline.offline import run_offline
-from pipeline.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = ("sessions", "enriched", "deadletter")

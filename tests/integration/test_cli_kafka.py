@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.workload import WorkloadSpec, generate_messages
+from pipeline.workload.generator import WorkloadSpec, generate_messages
 from tests.integration.harness import REPO, Pipeline, read_jsonl
 
 pytestmark = pytest.mark.kafka

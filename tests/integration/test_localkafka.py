@@ -24,7 +24,7 @@ def _localkafka(
     *arguments: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.localkafka", *arguments],
+        [sys.executable, "-m", "pipeline.kafka.local", *arguments],
         capture_output=True,
         text=True,
         check=False,

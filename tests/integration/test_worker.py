@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.workload import WorkloadSpec, generate_keyed_messages
+from pipeline.workload.generator import WorkloadSpec, generate_keyed_messages
 from tests.integration.harness import (
     Pipeline,
     all_sessions_closed,

@@ -26,9 +26,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline import localkafka
 from pipeline.config import load_config
-from pipeline.events import Limits
-from pipeline.topics import max_message_bytes
-from pipeline.worker import partition_for
+from pipeline.input.events import Limits
+from pipeline.kafka.topics import max_message_bytes
+from pipeline.streaming.worker import partition_for
 from tests.integration.harness import Pipeline, consume, produce, produce_routed
 
 pytestmark = pytest.mark.kafka

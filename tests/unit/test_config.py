@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.events import MAX_DEPTH_LIMIT
+from pipeline.input.events import MAX_DEPTH_LIMIT
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "the-secret"

@@ -1,0 +1,79 @@
+"""The device table's codec: how a device's states are written to the changelog and read back.
+
+A table value is JSON: the device's states (one per rules profile, see
+`pipeline.processing.processor`), its partition, and the Kafka timestamp and event time of its
+last message (what `pipeline.streaming.expiry` needs to date its deadline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from pipeline.engine import ClosedSession, DeviceState, EarlierSession, OpenSession
+
+
+def table_key(app_id: str, device_id: str) -> bytes:
+    """The table key of a device: (app_id, device_id)."""
+    return orjson.dumps([app_id, device_id])
+
+
+def state_to_json(state: DeviceState) -> bytes:
+    """One device state as JSON."""
+    return orjson.dumps(state, default=_refuse)
+
+
+def state_from_json(data: bytes) -> DeviceState:
+    """Inverse of `state_to_json`."""
+    return state_from_obj(orjson.loads(data))
+
+
+def state_from_obj(raw: dict[str, Any]) -> DeviceState:
+    """A state from its parsed JSON form (states written before the duplicate window have no
+    `earlier` or `latest_ts`)."""
+    state = DeviceState(raw["app_id"], raw["device_id"], raw["session_count"])
+    if (s := raw["open"]) is not None:
+        s["event_ids"] = dict.fromkeys(s["event_ids"])
+        state.open = OpenSession(**s)
+    if (c := raw["last_closed"]) is not None:
+        c["event_ids"] = dict.fromkeys(c["event_ids"])
+        state.last_closed = ClosedSession(**c)
+    state.earlier = [
+        EarlierSession(e["end_ts"], dict.fromkeys(e["event_ids"])) for e in raw.get("earlier", ())
+    ]
+    state.latest_ts = raw.get("latest_ts", 0)
+    return state
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """A device's table value: its states and when its last message arrived."""
+
+    states: list[DeviceState]
+    partition: int
+    arrival_ms: int = 0  # Kafka timestamp of the device's last message
+    latest_ts: int = 0  # newest event time seen on the device
+
+    def to_json(self) -> bytes:
+        """The table value, as written to the changelog."""
+        return orjson.dumps(
+            {
+                "partition": self.partition,
+                "arrival_ms": self.arrival_ms,
+                "latest_ts": self.latest_ts,
+                "states": [orjson.Fragment(state_to_json(s)) for s in self.states],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DeviceRecord:
+        """Inverse of `to_json`."""
+        raw = orjson.loads(data)
+        states = [state_from_obj(s) for s in raw["states"]]
+        return cls(states, raw["partition"], raw["arrival_ms"], raw["latest_ts"])
