@@ -1,7 +1,7 @@
 """The session rules (SPEC section 3) and the per-device state they keep: pure, no I/O."""
 
-from pipeline.engine.rules import SessionConfig, SessionRules
 from pipeline.engine.ids import session_id_for
+from pipeline.engine.rules import SessionConfig, SessionRules
 from pipeline.engine.state import (
     Applied,
     ClosedSession,

@@ -1,29 +1,41 @@
-"""Input parsing and validation (SPEC sections 1 and 2).
+"""Input parsing and validation (SPEC sections 1 and 2): bytes to events, and the input limits.
 
 One message (a Kafka value, or a line offline) becomes a list of accepted events and a list of
-rejections. A message is a single event or a batch `{"app_id", "device_id", "user_id"?,
-"events": [...]}`; batch events inherit the batch's identity fields where they lack them and
-keep their array order. Validation is the compiled schema of `schemas/` (see
-`pipeline.input.schemas`).
+rejections (written as dead letters by `pipeline.input.dead_letters`). A message is a single
+event or a batch `{"app_id", "device_id", "user_id"?, "events": [...]}`; batch events inherit
+the batch's identity fields where they lack them and keep their array order. Validation is the
+compiled schema of `schemas/` (see `pipeline.input.schemas`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
 
+from pipeline.input.dead_letters import (
+    DEFAULT_MAX_DEAD_LETTER_PAYLOAD_BYTES,
+    Rejection,
+    batch_event_as_sent,
+)
+
+# The adapters' old import path, until they import these from pipeline.input (after the merge).
+from pipeline.input.dead_letters import attribute_rejection as attribute_rejection
+from pipeline.input.dead_letters import dead_letter as dead_letter
 from pipeline.input.schemas import load_schema, validator
-from pipeline.vocabulary import MIN_TS_MS
+from pipeline.vocabulary import (
+    INVALID_EVENT,
+    MALFORMED_JSON,
+    MIN_TS_MS,
+    TIMESTAMP_OUT_OF_RANGE,
+    TOO_LARGE,
+)
 
 DEFAULT_MAX_EVENT_BYTES: Final = 1_048_576
 DEFAULT_MAX_FUTURE_SKEW_S: Final = 86_400
 DEFAULT_MAX_DEPTH: Final = 32
-DEFAULT_MAX_DEAD_LETTER_PAYLOAD_BYTES: Final = 65_536
 MAX_DEPTH_LIMIT: Final = 128  # orjson writes 254 levels; partner formats nest an event deeper
 # Room for what the pipeline adds to an event (session fields, inherited batch fields, partner
 # envelopes) and for a dead letter's fields around its capped payload.
@@ -34,12 +46,6 @@ _ESCAPE_GROWTH: Final = 6
 # 9000000000000000.0): messages this much under max_event_bytes cannot outgrow it.
 _WRITTEN_GROWTH: Final = 5
 
-MALFORMED_JSON: Final = "malformed_json"
-INVALID_EVENT: Final = "invalid_event"
-TIMESTAMP_OUT_OF_RANGE: Final = "timestamp_out_of_range"
-TOO_LARGE: Final = "too_large"
-ATTRIBUTE_NOT_NUMERIC: Final = "attribute_not_numeric"
-
 _INHERITED: Final = ("app_id", "device_id", "user_id")
 
 _event_schema = validator("event")
@@ -47,16 +53,6 @@ _SCHEMA_FIELDS: Final = frozenset(load_schema("event")["properties"])
 _batch_schema = validator("batch")
 _loads = orjson.loads
 _NO_REJECTIONS: Final[list[Rejection]] = []  # shared: never appended to
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """Why a message, or one event of a batch (`index`), cannot be applied."""
-
-    reason: str
-    error: str
-    index: int | None = None
-    payload: bytes | None = None  # the event's own bytes inside a batch; None: the whole message
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,78 +239,3 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return kinds.get(type(value), type(value).__name__)
-
-
-def encode_payload(payload: bytes) -> tuple[str, str]:
-    """The payload as text with its encoding: UTF-8 when it decodes, else base64."""
-    try:
-        return payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(payload).decode("ascii"), "base64"
-
-
-def batch_event_as_sent(message: bytes, index: int) -> bytes:
-    """The bytes of event `index` of a batch message as the SDK sent it (nothing inherited).
-
-    The whole message when the event cannot be written back alone (nested too deep for JSON
-    writers, for one).
-    """
-    try:
-        return orjson.dumps(orjson.loads(message)["events"][index])
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError, KeyError, IndexError, TypeError):
-        return message
-
-
-_ATTRIBUTE_REFUSALS: Final = {
-    # engine verdict -> (reason code, error)
-    "attribute_not_numeric": (ATTRIBUTE_NOT_NUMERIC, "which holds a non-number"),
-    "attribute_out_of_range": (INVALID_EVENT, "whose result would be out of range"),
-}
-
-
-def attribute_rejection(
-    verdict: str, event: dict[str, Any], index: int | None, message: bytes
-) -> Rejection:
-    """The rejection of a session_attribute event the session rules refused (`verdict`)."""
-    reason, why = _ATTRIBUTE_REFUSALS[verdict]
-    error = f"increment of session attribute '{event['attribute']['key']}', {why}"
-    payload = batch_event_as_sent(message, index) if index is not None else None
-    return Rejection(reason, error, index, payload)
-
-
-def dead_letter(
-    rejection: Rejection,
-    message: bytes,
-    origin: dict[str, Any],
-    max_payload_bytes: int = DEFAULT_MAX_DEAD_LETTER_PAYLOAD_BYTES,
-) -> dict[str, Any]:
-    """The dead-letter record of a rejection; `origin` is {"line": n} or topic/partition/offset.
-
-    A payload over `max_payload_bytes` is cut there (on a character boundary for text), and the
-    record says so, with the original size and SHA-256.
-    """
-    original = rejection.payload if rejection.payload is not None else message
-    record = {
-        "type": "dead_letter",
-        "reason": rejection.reason,
-        "error": rejection.error,
-        **origin,
-        "index": rejection.index,
-    }
-    if len(original) <= max_payload_bytes:
-        record["payload"], record["payload_encoding"] = encode_payload(original)
-        return record
-    try:
-        original.decode("utf-8")
-    except UnicodeDecodeError:
-        payload = base64.b64encode(original[:max_payload_bytes]).decode("ascii")
-        encoding = "base64"
-    else:  # valid UTF-8: only the last, cut character can fail to decode
-        payload = original[:max_payload_bytes].decode("utf-8", errors="ignore")
-        encoding = "utf-8"
-    record["payload"] = payload
-    record["payload_encoding"] = encoding
-    record["payload_truncated"] = True
-    record["payload_bytes"] = len(original)
-    record["payload_sha256"] = hashlib.sha256(original).hexdigest()
-    return record

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Any
 
 import orjson
 import pytest
 
-from pipeline.input.events import (
-    Limits,
-    Rejection,
-    dead_letter,
-    encode_payload,
-    parse_message,
-)
-from pipeline.input.schemas import validator
+from pipeline.input.events import Limits, parse_message
 
 NOW = 1_790_000_000_000
 
@@ -179,27 +170,6 @@ def test_batch_event_missing_identity_without_batch_identity_is_invalid() -> Non
     assert reasons(orjson.dumps(batch)) == ["invalid_event"]
 
 
-def test_dead_letter_keeps_utf8_payload_and_origin() -> None:
-    record = dead_letter(Rejection("malformed_json", "bad"), b"{oops", {"line": 3})
-    assert record["payload"] == "{oops"
-    assert record["payload_encoding"] == "utf-8"
-    assert record["line"] == 3
-    assert record["index"] is None
-    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
-
-
-def test_dead_letter_base64_for_non_utf8_payload() -> None:
-    origin = {"topic": "events.raw", "partition": 0, "offset": 9}
-    record = dead_letter(Rejection("malformed_json", "bad"), b"\xff\x00", origin)
-    assert record["payload_encoding"] == "base64"
-    assert base64.b64decode(record["payload"]) == b"\xff\x00"
-    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
-
-
-def test_encode_payload_round_trips() -> None:
-    assert encode_payload("é".encode()) == ("é", "utf-8")
-
-
 def nested_message(depth: int, container: str = "object") -> bytes:
     """An event whose `attributes` make the whole event `depth` levels deep (event = level 1).
 
@@ -266,43 +236,6 @@ def test_an_event_that_would_outgrow_max_event_bytes_when_written_is_too_large()
     assert [r.reason for r in parsed.rejections] == ["too_large"]
     assert "written back" in parsed.rejections[0].error
     assert parsed.events == []
-
-
-def test_dead_letter_payload_is_capped_on_a_character_boundary() -> None:
-    original = ("é" * 40_000).encode()  # 80,000 bytes of two-byte characters
-    record = dead_letter(Rejection("too_large", "big"), original, {"line": 1}, 65_535)
-    assert record["payload"] == "é" * 32_767  # 65,534 bytes: the cut character is left out
-    assert record["payload_encoding"] == "utf-8"
-    assert record["payload_truncated"] is True
-    assert record["payload_bytes"] == 80_000
-    assert record["payload_sha256"] == hashlib.sha256(original).hexdigest()
-    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
-
-
-def test_dead_letter_payload_cap_defaults_to_64_kib() -> None:
-    exact = b"x" * 65_536
-    record = dead_letter(Rejection("too_large", "big"), exact, {"line": 1})
-    assert record["payload"] == exact.decode()
-    assert "payload_truncated" not in record
-    record = dead_letter(Rejection("too_large", "big"), exact + b"x", {"line": 1})
-    assert record["payload"] == exact.decode()
-    assert record["payload_bytes"] == 65_537
-
-
-def test_binary_dead_letter_payload_is_capped_before_base64() -> None:
-    original = b"\xff" * 100_000
-    record = dead_letter(Rejection("malformed_json", "bad"), original, {"line": 1}, 1_000)
-    assert record["payload_encoding"] == "base64"
-    assert base64.b64decode(record["payload"]) == original[:1_000]
-    assert record["payload_bytes"] == 100_000
-    assert record["payload_sha256"] == hashlib.sha256(original).hexdigest()
-    assert validator("dead_letter").is_valid(record), validator("dead_letter").explain(record)
-
-
-def test_a_truncated_dead_letter_must_say_so_in_full() -> None:
-    record = dead_letter(Rejection("too_large", "big"), b"x" * 2_000, {"line": 1}, 1_000)
-    del record["payload_sha256"]
-    assert not validator("dead_letter").is_valid(record)
 
 
 @pytest.mark.parametrize("others", [[], ["text", 7, None], [{"event_id": "e2"}]])
