@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from pipeline.vocabulary import SESSION_RECORD_TYPES
+from pipeline.vocabulary import SESSION_ATTRIBUTE, SESSION_RECORD_TYPES
 
 Translate = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
 
@@ -92,7 +92,7 @@ def _with_allowed_attributes(
     """``record`` with only allowed attribute keys (a copy when any is dropped), or None."""
     change = record.get("attribute")
     if (
-        record["type"] == "session_attribute"
+        record["type"] == SESSION_ATTRIBUTE
         and isinstance(change, Mapping)
         and change.get("key") not in allowlist
     ):

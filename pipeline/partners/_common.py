@@ -13,16 +13,31 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
-from pipeline.vocabulary import SESSION_END, SESSION_RECORD_TYPES, SESSION_START
+from pipeline.vocabulary import (
+    APP_BACKGROUND,
+    APP_FOREGROUND,
+    APP_LAUNCH,
+    APP_TERMINATE,
+    COMMERCE_EVENT,
+    CUSTOM_EVENT,
+    SCREEN_VIEW,
+    SESSION_ATTRIBUTE,
+    SESSION_END,
+    SESSION_RECORD_TYPES,
+    SESSION_START,
+)
 
 # mParticle's names for app state transitions; session_attribute has no mParticle counterpart.
 APP_STATE_EVENT_NAMES: Mapping[str, str] = {
-    "app_launch": "Application Initialized",
-    "app_foreground": "Application Foreground",
-    "app_background": "Application Background",
-    "app_terminate": "Application Exit",
-    "session_attribute": "Session Attribute",
+    APP_LAUNCH: "Application Initialized",
+    APP_FOREGROUND: "Application Foreground",
+    APP_BACKGROUND: "Application Background",
+    APP_TERMINATE: "Application Exit",
+    SESSION_ATTRIBUTE: "Session Attribute",
 }
+
+# Event types a partner names by their `name` (by their type when they have none).
+NAMED_EVENT_TYPES: frozenset[str] = frozenset((CUSTOM_EVENT, COMMERCE_EVENT))
 
 _PREVIOUS_SESSION_FIELDS = (
     "previous_session_id",
@@ -39,9 +54,9 @@ def display_event_name(record: Mapping[str, Any]) -> str:
     """
     kind: str = record["type"]
     name = record.get("name")
-    if kind == "screen_view":
+    if kind == SCREEN_VIEW:
         return f"Viewed {name}" if name else "Viewed Screen"
-    if kind in ("custom_event", "commerce_event"):
+    if kind in NAMED_EVENT_TYPES:
         return name if name else kind
     return APP_STATE_EVENT_NAMES[kind]
 
@@ -51,7 +66,7 @@ def event_properties(record: Mapping[str, Any]) -> dict[str, Any]:
 
     Fixed keys come first and win over attributes of the same name.
     """
-    if record["type"] == "session_attribute" and _is_mapping(change := record.get("attribute")):
+    if record["type"] == SESSION_ATTRIBUTE and _is_mapping(change := record.get("attribute")):
         fixed = {
             "attribute_key": change.get("key"),
             "attribute_op": change.get("op"),

@@ -32,7 +32,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.partners._common import (
-    SESSION_RECORD_TYPES,
     display_event_name,
     event_properties,
     record_time,
@@ -40,6 +39,7 @@ from pipeline.partners._common import (
     session_record_key,
     session_start_ts,
 )
+from pipeline.vocabulary import SESSION_RECORD_TYPES
 
 FORMAT = "amplitude"
 LIBRARY = "sessionize"

@@ -37,19 +37,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.partners._common import (
-    SESSION_RECORD_TYPES,
     cleaned_keys,
     display_event_name,
     event_properties,
     record_time,
     session_properties,
 )
+from pipeline.vocabulary import SESSION_END, SESSION_RECORD_TYPES, SESSION_START
 
 FORMAT = "braze"
 
 SESSION_EVENT_NAMES: Mapping[str, str] = {
-    "session_start": "Session Start",
-    "session_end": "Session End",
+    SESSION_START: "Session Start",
+    SESSION_END: "Session End",
 }
 ALIAS_LABEL = "device_id"
 MAX_ALIAS_NAME_BYTES = 236

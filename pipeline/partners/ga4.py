@@ -51,24 +51,34 @@ from functools import lru_cache
 from typing import Any
 
 from pipeline.partners._common import (
-    SESSION_END,
-    SESSION_START,
+    NAMED_EVENT_TYPES,
     event_properties,
     record_time,
     session_properties,
     session_start_ts,
+)
+from pipeline.vocabulary import (
+    APP_BACKGROUND,
+    APP_FOREGROUND,
+    APP_LAUNCH,
+    APP_TERMINATE,
+    SCREEN_VIEW,
+    SESSION_ATTRIBUTE,
+    SESSION_END,
+    SESSION_START,
 )
 
 FORMAT = "ga4"
 
 SESSION_START_EVENT = "session_start"
 SESSION_END_EVENT = "session_end"
+SCREEN_VIEW_EVENT = "screen_view"
 APP_STATE_EVENT_NAMES: Mapping[str, str] = {
-    "app_launch": "application_initialized",
-    "app_foreground": "application_foreground",
-    "app_background": "application_background",
-    "app_terminate": "application_exit",
-    "session_attribute": "session_attribute",
+    APP_LAUNCH: "application_initialized",
+    APP_FOREGROUND: "application_foreground",
+    APP_BACKGROUND: "application_background",
+    APP_TERMINATE: "application_exit",
+    SESSION_ATTRIBUTE: "session_attribute",
 }
 
 MAX_NAME_LENGTH = 40
@@ -161,7 +171,7 @@ def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     else:
         name = _event_name(record)
         params["engagement_time_msec"] = EVENT_ENGAGEMENT_TIME_MSEC
-        screen_name = record.get("name") if kind == "screen_view" else None
+        screen_name = record.get("name") if kind == SCREEN_VIEW else None
         if screen_name:
             params["screen_name"] = screen_name[:MAX_PARAM_VALUE_LENGTH]
         extra = event_properties(record)
@@ -177,9 +187,9 @@ def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _event_name(record: Mapping[str, Any]) -> str:
     kind: str = record["type"]
-    if kind == "screen_view":
-        return "screen_view"
-    if kind in ("custom_event", "commerce_event"):
+    if kind == SCREEN_VIEW:
+        return SCREEN_VIEW_EVENT
+    if kind in NAMED_EVENT_TYPES:
         return ga4_name(record.get("name") or kind, "event", RESERVED_EVENT_NAMES)
     return APP_STATE_EVENT_NAMES[kind]
 

@@ -34,7 +34,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.partners._common import (
-    SESSION_RECORD_TYPES,
     cleaned_keys,
     display_event_name,
     event_properties,
@@ -43,12 +42,13 @@ from pipeline.partners._common import (
     session_properties,
     session_record_key,
 )
+from pipeline.vocabulary import SESSION_END, SESSION_RECORD_TYPES, SESSION_START
 
 FORMAT = "mixpanel"
 
 SESSION_EVENT_NAMES: Mapping[str, str] = {
-    "session_start": "session-start",
-    "session_end": "session-end",
+    SESSION_START: "session-start",
+    SESSION_END: "session-end",
 }
 MAX_INSERT_ID_LENGTH = 36
 MAX_PROPERTY_NAME_LENGTH = 255

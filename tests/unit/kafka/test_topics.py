@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pipeline.config import Config
-from pipeline.input.events import Limits
+from pipeline.input import Limits
 from pipeline.kafka.topics import (
     BATCH_OVERHEAD_BYTES,
     TopicTooSmall,
