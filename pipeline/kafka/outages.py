@@ -1,4 +1,4 @@
-"""Broker outages in the worker's log: a few lines of ours instead of thousands of the clients'.
+"""Kafka outages and refusals in our output: a few lines of ours instead of the clients' many.
 
 While the brokers are unreachable, aiokafka logs every failed connection, metadata refresh, fetch
 and coordinator lookup, several times a second: a 20 s outage wrote about 2,000 ERROR lines to a
@@ -7,13 +7,29 @@ the worker's handlers that lets each distinct warning or error of the Kafka clie
 faust, mode) through once per `window_s` and counts the repeats instead. Our own lines say what
 happened: when an outage began (with the first client error), every `report_every_s` while it
 lasts, and how long it lasted once the worker reached Kafka again (`back`).
+
+A command that connects once (`sessionize topics`, `produce`, `consume`, the worker's start)
+keeps aiokafka's log off stderr with `quiet_client_log` and, when the brokers answered but
+refused it (SASL, TLS), says why in one line with `refusal`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+from pipeline.config import Config
 
 log = logging.getLogger("sessionize.kafka")
 
@@ -127,3 +143,64 @@ def _unreachable(record: logging.LogRecord) -> bool:
 
 # The worker's filter (installed on its log handlers by pipeline.streaming.worker).
 client_noise = ClientNoise()
+
+
+class ClientLog(logging.Handler):
+    """What aiokafka logs, kept off stderr, and the errors it names: a client that cannot
+    connect logs why ("Unable connect to ...: <error>") and raises only "Unable to bootstrap"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.args, tuple):
+            self.errors.extend(arg for arg in record.args if isinstance(arg, BaseException))
+
+
+@contextlib.contextmanager
+def quiet_client_log() -> Iterator[ClientLog]:
+    """While open, aiokafka's log lines print nowhere (our one-line errors say what happened)."""
+    client_log = logging.getLogger("aiokafka")
+    handler = ClientLog()
+    propagate = client_log.propagate
+    client_log.addHandler(handler)
+    client_log.propagate = False
+    try:
+        yield handler
+    finally:
+        client_log.removeHandler(handler)
+        client_log.propagate = propagate
+
+
+def refusal(config: Config, errors: Sequence[BaseException]) -> str | None:
+    """One line for a broker that answered but refused the connection (SASL, TLS), or None."""
+    kafka = config.kafka
+    where = f"Kafka at {kafka.bootstrap}"
+    for error in reversed(errors):
+        if isinstance(error, UnsupportedSaslMechanismError):
+            accepted = re.search(r"Enabled mechanisms are: \[(.*)\]", str(error))
+            offer = f" (it accepts {accepted[1].replace(chr(39), '')})" if accepted else ""
+            return f"{where} refused SASL mechanism {kafka.sasl_mechanism}{offer}"
+        if isinstance(error, SaslAuthenticationFailed | AuthenticationFailedError):
+            said = str(error.args[0]) if error.args and isinstance(error.args[0], str) else ""
+            if kafka.sasl_password:
+                said = said.replace(kafka.sasl_password, "***")
+            said = f": {said.splitlines()[0][:120]}" if said.strip() else ""
+            return (
+                f"{where} refused to authenticate user '{kafka.sasl_username}' "
+                f"with {kafka.sasl_mechanism}{said}"
+            )
+        if isinstance(error, IllegalSaslStateError):
+            return (
+                f"{where} does not take SASL on this listener "
+                f"(security_protocol {kafka.security_protocol}): the broker refused the handshake"
+            )
+        if isinstance(error, ssl.SSLError):
+            return f"TLS with {where} failed ({error.reason or type(error).__name__})"
+        if isinstance(error, ConnectionResetError) and kafka.security_protocol.endswith("SSL"):
+            return (
+                f"TLS with {where} failed: the broker closed the connection during the "
+                "handshake (a listener without TLS?)"
+            )
+    return None

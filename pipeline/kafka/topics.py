@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import re
-import ssl
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,19 +16,16 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
-    AuthenticationFailedError,
-    IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
     NoError,
-    SaslAuthenticationFailed,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
-    UnsupportedSaslMechanismError,
     for_code,
 )
 
 from pipeline.config import Config
+from pipeline.kafka.outages import quiet_client_log, refusal
 
 CONNECT_TIMEOUT_S = 15.0
 TABLE_NAME = "devices"  # the worker's Faust table of device states
@@ -124,67 +118,6 @@ def required_configs(config: Config) -> dict[str, dict[str, str]]:
         CLEANUP_POLICY: "compact",
     }
     return required
-
-
-class ClientLog(logging.Handler):
-    """What aiokafka logs, kept off stderr, and the errors it names: a client that cannot
-    connect logs why ("Unable connect to ...: <error>") and raises only "Unable to bootstrap"."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.errors: list[BaseException] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.args, tuple):
-            self.errors.extend(arg for arg in record.args if isinstance(arg, BaseException))
-
-
-@contextlib.contextmanager
-def quiet_client_log() -> Iterator[ClientLog]:
-    """While open, aiokafka's log lines print nowhere (our one-line errors say what happened)."""
-    client_log = logging.getLogger("aiokafka")
-    handler = ClientLog()
-    propagate = client_log.propagate
-    client_log.addHandler(handler)
-    client_log.propagate = False
-    try:
-        yield handler
-    finally:
-        client_log.removeHandler(handler)
-        client_log.propagate = propagate
-
-
-def refusal(config: Config, errors: Sequence[BaseException]) -> str | None:
-    """One line for a broker that answered but refused the connection (SASL, TLS), or None."""
-    kafka = config.kafka
-    where = f"Kafka at {kafka.bootstrap}"
-    for error in reversed(errors):
-        if isinstance(error, UnsupportedSaslMechanismError):
-            accepted = re.search(r"Enabled mechanisms are: \[(.*)\]", str(error))
-            offer = f" (it accepts {accepted[1].replace(chr(39), '')})" if accepted else ""
-            return f"{where} refused SASL mechanism {kafka.sasl_mechanism}{offer}"
-        if isinstance(error, SaslAuthenticationFailed | AuthenticationFailedError):
-            said = str(error.args[0]) if error.args and isinstance(error.args[0], str) else ""
-            if kafka.sasl_password:
-                said = said.replace(kafka.sasl_password, "***")
-            said = f": {said.splitlines()[0][:120]}" if said.strip() else ""
-            return (
-                f"{where} refused to authenticate user '{kafka.sasl_username}' "
-                f"with {kafka.sasl_mechanism}{said}"
-            )
-        if isinstance(error, IllegalSaslStateError):
-            return (
-                f"{where} does not take SASL on this listener "
-                f"(security_protocol {kafka.security_protocol}): the broker refused the handshake"
-            )
-        if isinstance(error, ssl.SSLError):
-            return f"TLS with {where} failed ({error.reason or type(error).__name__})"
-        if isinstance(error, ConnectionResetError) and kafka.security_protocol.endswith("SSL"):
-            return (
-                f"TLS with {where} failed: the broker closed the connection during the "
-                "handshake (a listener without TLS?)"
-            )
-    return None
 
 
 async def _admin(config: Config) -> AIOKafkaAdminClient:
