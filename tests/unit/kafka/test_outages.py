@@ -1,12 +1,15 @@
-"""Broker outages in the worker's log: the clients' repeats held back, a few lines of ours."""
+"""Broker outages in the worker's log (the clients' repeats held back, a few lines of ours), and
+a command's refused connection said in one line."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
+from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
-from pipeline.kafka.outages import ClientNoise
+from pipeline.config import Config, KafkaSettings
+from pipeline.kafka.outages import ClientNoise, quiet_client_log, refusal
 
 
 class Clock:
@@ -106,3 +109,41 @@ def test_repeats_outside_an_outage_are_held_and_counted(
     assert [r.getMessage() for r in caplog.records] == [
         "31 repeated Kafka client log lines held back in the last 30 s"
     ]
+
+
+SASL = Config(
+    kafka=KafkaSettings(
+        bootstrap="kafka:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="sessionize",
+        sasl_password="hunter2",
+    )
+)
+
+
+def test_a_refused_sasl_mechanism_names_what_the_broker_accepts() -> None:
+    error = UnsupportedSaslMechanismError("Enabled mechanisms are: ['PLAIN']")
+    assert refusal(SASL, [OSError("earlier"), error]) == (
+        "Kafka at kafka:9093 refused SASL mechanism SCRAM-SHA-512 (it accepts PLAIN)"
+    )
+
+
+def test_a_failed_login_never_shows_the_password() -> None:
+    said = refusal(SASL, [SaslAuthenticationFailed("bad password hunter2\nmore")])
+    assert said == (
+        "Kafka at kafka:9093 refused to authenticate user 'sessionize' with SCRAM-SHA-512: "
+        "bad password ***"
+    )
+
+
+def test_a_connection_that_was_not_refused_is_no_refusal() -> None:
+    assert refusal(SASL, [OSError("connection refused")]) is None
+
+
+def test_the_quiet_client_log_keeps_the_errors_aiokafka_names() -> None:
+    error = OSError("unreachable")
+    with quiet_client_log() as client_log:
+        logging.getLogger("aiokafka.conn").error("Unable connect to %s: %s", "kafka:9093", error)
+    assert client_log.errors == [error]
+    assert logging.getLogger("aiokafka").propagate
