@@ -111,14 +111,10 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])
     max_ts = now_ms + limits.max_future_skew_ms
-    # An event is no deeper than the containers it holds (itself included), and a message's
-    # brackets count at least its containers: most messages need no walk.
-    max_depth = limits.max_depth
-    brackets = message.count(b"{") + (message.count(b"[") if b"[" in message else 0)
     if "events" in document and "type" not in document:
-        parsed = _parse_batch(document, max_ts, message, max_depth, brackets)
+        parsed = _parse_batch(document, max_ts, message, limits.max_depth)
     else:
-        rejection = _check_event(document, max_ts, max_depth if brackets > max_depth else 0)
+        rejection = _check_event(document, max_ts, limits.max_depth)
         if rejection is not None:
             return ParsedMessage([], None, [rejection])
         parsed = ParsedMessage([document], None, _NO_REJECTIONS)
@@ -128,13 +124,14 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
 
 
 def _parse_batch(
-    batch: dict[str, Any], max_ts: int, message: bytes, max_depth: int, brackets: int
+    batch: dict[str, Any], max_ts: int, message: bytes, max_depth: int
 ) -> ParsedMessage:
     if not _batch_schema.is_valid(batch):
         error = _batch_schema.explain(batch, root="batch")
         return ParsedMessage([], None, [Rejection(INVALID_EVENT, error)])
-    # Brackets past the batch, its array and each event's own braces bound what any one
-    # event holds.
+    # An event is no deeper than the containers it holds: the message's brackets past the
+    # batch, its array and each event's own brace bound that, so most batches need no walk.
+    brackets = message.count(b"{") + message.count(b"[")
     inner = brackets - 2 - list(map(type, batch["events"])).count(dict)
     if inner + 1 <= max_depth:
         max_depth = 0
@@ -213,7 +210,7 @@ def _nests_too_deep(event: dict[str, Any], max_depth: int) -> bool:
     if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
         # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
         attributes = event.get("attributes")
-        return attributes is not None and _deeper_than(attributes.values(), 2, max_depth)
+        return bool(attributes) and _deeper_than(attributes.values(), 2, max_depth)
     return _deeper_than(event.values(), 1, max_depth)
 
 
