@@ -52,8 +52,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline import localkafka
 from pipeline.config import Config, load_config
+from pipeline.kafka import local as localkafka
 from pipeline.kafka.topics import ensure_topics, max_message_bytes
 from pipeline.offline import run_offline
 from pipeline.partners import FORMATS

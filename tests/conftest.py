@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipeline import localkafka
+from pipeline.kafka import local as localkafka
 
 
 @pytest.fixture(scope="session")

@@ -7,53 +7,44 @@ pacing), a wait until every session has closed, then every output topic is read 
 run made is summarized for a person (stdout and DIR/summary.txt), written like offline mode's
 outputs (DIR/sessions.jsonl, enriched.jsonl, dead_letter.jsonl, partners/<name>.jsonl), and
 drawn (DIR/timeline.html). Whatever happens, the worker and a broker it started are stopped.
+The worker and the report are `pipeline.tools.demo_worker` and `pipeline.tools.demo_report`.
 
 SESSIONIZE_* settings of the environment are not applied to the demo: its config is its own.
+The command line imports this module to parse its flags: what imports aiokafka comes late.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
-from pipeline.cli.kafka import (
-    ProduceStats,
-    TimeWarp,
-    admin_call,
-    plan_live,
-    produce_live,
-    read_topics,
-    run_kafka,
-)
-from pipeline.cli.main import EXIT_KAFKA, CliError
-from pipeline.config import Config, load_config
+from pipeline.config import load_config
+from pipeline.kafka.connection import BROKER_TIMEOUT_S, admin_call, run_kafka
+from pipeline.kafka.sending import produce_live
 from pipeline.partners import FORMATS
+from pipeline.tools import demo_report, demo_worker
+from pipeline.tools.demo_worker import WorkerFailed
 from pipeline.tools.timeline import render_timeline
 from pipeline.vocabulary import wall_ms
-from pipeline.workload.generator import WorkloadSpec
+from pipeline.workload.live import TimeWarp, plan_live
+from pipeline.workload.spec import WorkloadSpec
 
 SESSION_TIMEOUT_S: Final = 5
 IDLE_TIMEOUT_S: Final = 15
 GRACE_S: Final = 1
 TIMELINE_DEVICES: Final = 6
-WORKER_START_TIMEOUT_S: Final = 90.0
-WORKER_STOP_TIMEOUT_S: Final = 10.0
-_SAMPLE_CHARS: Final = 96
+
+
+class DemoError(Exception):
+    """The demo could not finish (no broker, a failed worker, Kafka refusing); one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,36 +57,30 @@ class DemoOptions:
     rate: float = 150.0
     seed: int = 0
     bootstrap: str | None = None  # None: start a local broker
-    timeout_s: float = 15.0
-
-
-@dataclass(slots=True)
-class DemoOutputs:
-    """Every record the worker wrote, per output, in topic order per partition."""
-
-    sessions: list[dict[str, Any]]
-    enriched: list[dict[str, Any]]
-    dead_letters: list[dict[str, Any]]
-    partners: dict[str, list[dict[str, Any]]]
+    timeout_s: float = BROKER_TIMEOUT_S
 
 
 def run_demo(options: DemoOptions) -> str:
-    """Run the demo; returns the summary (also written to DIR/summary.txt)."""
+    """Run the demo in `options.output_dir` (created if missing); returns the summary (also
+    written to DIR/summary.txt). DemoError when it cannot finish."""
     from aiokafka.errors import KafkaError
 
+    from pipeline.kafka.topics import KafkaUnavailable
+
     output_dir = options.output_dir.resolve()
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create output directory {output_dir}: {exc.strerror}") from None
+    output_dir.mkdir(parents=True, exist_ok=True)
     try:
         with contextlib.ExitStack() as stack:
             return _run(stack, options, output_dir)
+    except (KafkaUnavailable, WorkerFailed) as exc:
+        raise DemoError(str(exc)) from None
     except KafkaError as exc:
-        raise CliError(f"Kafka failed the demo: {exc}", EXIT_KAFKA) from None
+        raise DemoError(f"Kafka failed the demo: {exc}") from None
 
 
 def _run(stack: contextlib.ExitStack, options: DemoOptions, output_dir: Path) -> str:
+    from pipeline.kafka.topics import ensure_topics
+
     # Broker, config and topics.
     if options.bootstrap:
         bootstrap = options.bootstrap
@@ -107,15 +92,13 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, output_dir: Path) ->
     config_path.write_text(demo_config(bootstrap, names, output_dir / "worker-data"))
     config = load_config(config_path, env={})
     _step(f"config: {config_path}")
-    from pipeline.kafka.topics import ensure_topics
-
     run_kafka(admin_call(config, options.timeout_s, ensure_topics))
     _step(f"topics ready on {bootstrap}")
 
     # The worker, the live traffic, and the wait for its last sessions.
     worker_log = output_dir / "worker.log"
-    worker = stack.enter_context(_worker_process(config_path, worker_log))
-    run_kafka(_wait_until_worker_joins(config, worker, worker_log))
+    worker = stack.enter_context(demo_worker.worker_process(config_path, worker_log, _step))
+    run_kafka(demo_worker.wait_until_worker_joins(config, worker, worker_log))
     _step(f"worker running (pid {worker.pid}, log {worker_log})")
     spec = WorkloadSpec(devices=options.devices, seed=options.seed, start_ms=wall_ms())
     warp = TimeWarp.for_sessions(config.sessions)
@@ -128,14 +111,22 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, output_dir: Path) ->
     stats = run_kafka(produce_live(config, topic, plan, options.timeout_s, "  live traffic"))
     _step(stats.summary_line())
     if stats.delivered == 0:
-        raise CliError(f"no message reached {topic}: {stats.first_error}", EXIT_KAFKA)
+        raise DemoError(f"no message reached {topic}: {stats.first_error}")
     _step("waiting for the last sessions to close")
-    run_kafka(_wait_until_sessions_close(config, options.timeout_s, worker, worker_log))
+    limit_s = max(IDLE_TIMEOUT_S, SESSION_TIMEOUT_S) + GRACE_S + 10
+    still_open = run_kafka(
+        demo_worker.wait_until_sessions_close(
+            config, options.timeout_s, limit_s, worker, worker_log
+        )
+    )
+    if still_open:
+        _step(f"{still_open} sessions still open after {limit_s} s")
 
     # What the worker made: read, written down, drawn, summarized.
-    outputs = run_kafka(_read_outputs(config, options.timeout_s))
-    _stop_process(worker)
-    _write_outputs(outputs, output_dir)
+    outputs = run_kafka(demo_report.read_outputs(config, options.timeout_s))
+    if (stopped := demo_worker.stop_worker(worker)) is not None:
+        _step(stopped)
+    demo_report.write_outputs(outputs, output_dir)
     subtitle = (
         f"{TIMELINE_DEVICES} of {plan.devices} devices; session timeout {SESSION_TIMEOUT_S} s, "
         f"idle timeout {IDLE_TIMEOUT_S} s. Hover a bar or a mark for details."
@@ -147,12 +138,12 @@ def _run(stack: contextlib.ExitStack, options: DemoOptions, output_dir: Path) ->
         subtitle=subtitle,
     )
     (output_dir / "timeline.html").write_text(page)
-    summary = summarize(
+    summary = demo_report.summarize(
         outputs,
         stats,
+        config,
         asked_rate=options.rate,
         devices=plan.devices,
-        bootstrap=bootstrap,
         output_dir=output_dir,
     )
     (output_dir / "summary.txt").write_text(summary + "\n")
@@ -212,278 +203,10 @@ def _local_broker(data_dir: Path) -> Iterator[str]:
     try:
         broker = start(data_dir)
     except LocalKafkaError as exc:
-        raise CliError(f"cannot start a local Kafka broker: {exc.summary}", EXIT_KAFKA) from None
+        raise DemoError(f"cannot start a local Kafka broker: {exc.summary}") from None
     _step(f"broker at {broker.bootstrap} ({time.monotonic() - started:.1f} s)")
     try:
         yield broker.bootstrap
     finally:
         broker.stop()
         _step("broker stopped")
-
-
-@contextlib.contextmanager
-def _worker_process(config_path: Path, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONIZE_")}
-    if "SESSIONIZE_CACHE" in os.environ:
-        env["SESSIONIZE_CACHE"] = os.environ["SESSIONIZE_CACHE"]
-    env["PYTHONUNBUFFERED"] = "1"
-    data_dir = load_config(config_path, env={}).worker.data_dir
-    shutil.rmtree(data_dir, ignore_errors=True)  # a fresh broker: no state to resume
-    command = [sys.executable, "-m", "pipeline", "worker", "--config", str(config_path)]
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [*command, "--loglevel", "info"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # Ctrl-C reaches us; we stop the worker in order
-        )
-    try:
-        yield worker
-    finally:
-        _stop_process(worker)
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(WORKER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
-        _step(f"worker still running {WORKER_STOP_TIMEOUT_S:.0f} s after SIGTERM: killed")
-        return
-    _step(f"worker stopped (exit {process.returncode})")
-
-
-async def _wait_until_worker_joins(
-    config: Config, worker: subprocess.Popen[bytes], log_path: Path
-) -> None:
-    """Until the worker's consumer group is Stable: traffic sent before would pile up."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(**config.kafka.client_options())
-    await admin.start()
-    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-    try:
-        while True:
-            _check_alive(worker, log_path)
-            if time.monotonic() > deadline:
-                raise CliError(
-                    f"the worker did not join within {WORKER_START_TIMEOUT_S:.0f} s; "
-                    f"see {log_path}",
-                    EXIT_KAFKA,
-                )
-            if await _group_state(admin, config.worker.app_id) == "Stable":
-                return
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
-
-
-def _check_alive(worker: subprocess.Popen[bytes], log_path: Path) -> None:
-    if worker.poll() is not None:
-        raise CliError(
-            f"the worker exited with code {worker.returncode}; see {log_path}", EXIT_KAFKA
-        )
-
-
-async def _group_state(admin: Any, group: str) -> str | None:
-    from aiokafka.errors import KafkaError
-
-    try:
-        responses = await admin.describe_consumer_groups([group])
-    except KafkaError:  # e.g. no group coordinator yet on a fresh broker
-        return None
-    for response in responses:
-        for described in response.to_object()["groups"]:
-            if described["group"] == group and described["members"]:
-                return str(described["state"])
-    return None
-
-
-async def _wait_until_sessions_close(
-    config: Config, timeout_s: float, worker: subprocess.Popen[bytes], log_path: Path
-) -> None:
-    """Until the worker has read all input and every session has ended, or the longest timeout
-    (idle) + grace + a margin has passed."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-    from aiokafka.structs import TopicPartition
-
-    from pipeline.kafka.topics import input_partitions
-
-    started: set[str] = set()
-    ended: set[str] = set()
-    caught_up = False
-
-    def on_record(record: Any) -> None:
-        session = orjson.loads(record.value)
-        (started if session["type"] == "session_start" else ended).add(session["session_id"])
-
-    def done() -> bool:
-        _check_alive(worker, log_path)
-        return caught_up and started <= ended
-
-    async def watch_input() -> None:
-        nonlocal caught_up
-        partitions = [
-            TopicPartition(config.topics.input, p) for p in range(await input_partitions(config))
-        ]
-        consumer = AIOKafkaConsumer(**config.kafka.client_options())
-        admin = AIOKafkaAdminClient(**config.kafka.client_options())
-        await consumer.start()
-        await admin.start()
-        try:
-            ends = await consumer.end_offsets(partitions)
-            while not caught_up:
-                with contextlib.suppress(KafkaError):  # asked again in half a second
-                    offsets = await admin.list_consumer_group_offsets(config.worker.app_id)
-                    caught_up = all(
-                        end == 0 or (p in offsets and offsets[p].offset >= end)
-                        for p, end in ends.items()
-                    )
-                await asyncio.sleep(0.5)
-        finally:
-            await consumer.stop()
-            await admin.close()
-
-    limit_s = max(IDLE_TIMEOUT_S, SESSION_TIMEOUT_S) + GRACE_S + 10
-    watcher = asyncio.create_task(watch_input())
-    try:
-        await asyncio.wait_for(
-            read_topics(
-                config,
-                [config.topics.sessions],
-                on_record,
-                follow=True,
-                timeout_s=timeout_s,
-                until=done,
-            ),
-            limit_s,
-        )
-    except TimeoutError:
-        _step(f"{len(started - ended)} sessions still open after {limit_s} s")
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-
-
-async def _read_outputs(config: Config, timeout_s: float) -> DemoOutputs:
-    topics = config.topics
-    partner_of = {p.topic: p.name for p in config.partners}
-    outputs = DemoOutputs([], [], [], {p.name: [] for p in config.partners})
-    by_topic = {
-        topics.sessions: outputs.sessions,
-        topics.enriched: outputs.enriched,
-        topics.deadletter: outputs.dead_letters,
-    }
-    by_topic.update({topic: outputs.partners[name] for topic, name in partner_of.items()})
-
-    def on_record(record: Any) -> None:
-        by_topic[record.topic].append(orjson.loads(record.value))
-
-    await read_topics(config, list(by_topic), on_record, timeout_s=timeout_s)
-    return outputs
-
-
-def _write_outputs(outputs: DemoOutputs, output_dir: Path) -> None:
-    def write(path: Path, records: list[dict[str, Any]]) -> None:
-        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-
-    write(output_dir / "sessions.jsonl", outputs.sessions)
-    write(output_dir / "enriched.jsonl", outputs.enriched)
-    write(output_dir / "dead_letter.jsonl", outputs.dead_letters)
-    (output_dir / "partners").mkdir(exist_ok=True)
-    for name, records in outputs.partners.items():
-        write(output_dir / "partners" / f"{name}.jsonl", records)
-
-
-def summarize(
-    outputs: DemoOutputs,
-    stats: ProduceStats,
-    *,
-    asked_rate: float,
-    devices: int,
-    bootstrap: str,
-    output_dir: Path,
-) -> str:
-    """The demo's summary: what went in, the sessions, dead letters, partners, files."""
-    starts = [r for r in outputs.sessions if r["type"] == "session_start"]
-    ends = [r for r in outputs.sessions if r["type"] == "session_end"]
-    still_open = len({r["session_id"] for r in starts} - {r["session_id"] for r in ends})
-    reasons = Counter(r["end_reason"] for r in ends)
-    rate = stats.events / stats.elapsed_s if stats.elapsed_s else 0.0
-    dead = Counter(r["reason"] for r in outputs.dead_letters)
-    lines = [
-        f"sessionize demo: {stats.elapsed_s:.0f} s of live app traffic through Kafka at "
-        f"{bootstrap} and one worker",
-        f"(session timeout {SESSION_TIMEOUT_S} s, idle timeout {IDLE_TIMEOUT_S} s, "
-        f"grace {GRACE_S} s)",
-        "",
-        _row(
-            "input",
-            f"{stats.events:,} events in {stats.delivered:,} messages from {devices:,} devices: "
-            f"{rate:.0f} events/s (asked {asked_rate:g})"
-            + (f", {stats.failed} failed" if stats.failed else ""),
-        ),
-        _row("sessions", f"{len(starts):,} started, {len(ends):,} ended"),
-        _row("  ended by", _counts(reasons) or "-"),
-    ]
-    traffic_end_ms = stats.started_ms + round(stats.elapsed_s * 1000)
-    cut_off = sum(
-        r["end_reason"] == "idle" and r["end_ts"] + IDLE_TIMEOUT_S * 1000 > traffic_end_ms
-        for r in ends
-    )
-    if cut_off:
-        lines.append(_row("", f"({cut_off} idle: in the foreground when the traffic stopped)"))
-    if still_open:
-        lines.append(_row("  still open", f"{still_open} (their end came after the demo)"))
-    durations = sorted(r["duration_ms"] / 1000 for r in ends)
-    if durations:
-        lines.append(
-            _row(
-                "durations",
-                f"median {statistics.median(durations):.1f} s · "
-                f"p90 {_percentile(durations, 0.9):.1f} s · max {durations[-1]:.1f} s",
-            )
-        )
-    lines.append(_row("enriched", f"{len(outputs.enriched):,} events"))
-    lines.append(
-        _row("dead letters", f"{sum(dead.values())}" + (f": {_counts(dead)}" if dead else ""))
-    )
-    lines.append(_row("partners", "records  sample"))
-    width = max((len(name) for name in outputs.partners), default=0)
-    for name, records in outputs.partners.items():
-        sample = _sample(records[0]) if records else "-"
-        lines.append(f"  {name.ljust(width)}  {len(records):>8,}  {sample}")
-    lines.append(_row("files", f"{output_dir}/"))
-    lines.append(_row("", "summary.txt, timeline.html (the picture), demo.toml, worker.log,"))
-    lines.append(
-        _row("", "sessions.jsonl, enriched.jsonl, dead_letter.jsonl, partners/<name>.jsonl")
-    )
-    return "\n".join(lines)
-
-
-def _row(label: str, text: str) -> str:
-    return f"{label:<14}{text}"
-
-
-def _counts(counter: Counter[str]) -> str:
-    return " · ".join(f"{key} {count:,}" for key, count in counter.most_common())
-
-
-def _percentile(ordered: Sequence[float], share: float) -> float:
-    """Nearest-rank percentile of sorted values."""
-    rank = max(1, -(-len(ordered) * share // 1))
-    return ordered[int(rank) - 1]
-
-
-def _sample(record: Mapping[str, Any]) -> str:
-    text = orjson.dumps(record).decode()
-    return text if len(text) <= _SAMPLE_CHARS else text[: _SAMPLE_CHARS - 1] + "…"

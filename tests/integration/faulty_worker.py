@@ -20,7 +20,7 @@ from aiokafka.errors import RequestTimedOutError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from pipeline import cli
+from pipeline.cli import main as cli
 from pipeline.processing.processor import Processor
 from pipeline.streaming.worker import SessionWorker, TransactionalSink
 

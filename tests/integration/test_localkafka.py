@@ -1,4 +1,4 @@
-"""The local broker (pipeline/localkafka.py via tests/conftest.py) and its command line."""
+"""The local broker (pipeline/kafka/local, via tests/conftest.py) and its command line."""
 
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from pipeline import localkafka
 from pipeline.config import load_config
 from pipeline.input.events import Limits
+from pipeline.kafka import local as localkafka
 from pipeline.kafka.topics import max_message_bytes
 from pipeline.streaming.worker import partition_for
 from tests.integration.harness import Pipeline, consume, produce, produce_routed
