@@ -210,7 +210,7 @@ def _nests_too_deep(event: dict[str, Any], max_depth: int) -> bool:
     if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
         # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
         attributes = event.get("attributes")
-        return bool(attributes) and _deeper_than(attributes.values(), 2, max_depth)
+        return attributes is not None and _deeper_than(attributes.values(), 2, max_depth)
     return _deeper_than(event.values(), 1, max_depth)
 
 

@@ -28,7 +28,7 @@ def run_kafka(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Run a coroutine that talks to Kafka, with aiokafka's own log lines kept off stderr."""
     # aiokafka logs connection errors itself; with logging unconfigured Python would print
     # them next to our one-line error. Failures reach the user through exceptions instead.
-    from pipeline.kafka.topics import quiet_client_log
+    from pipeline.kafka.outages import quiet_client_log
 
     with quiet_client_log():
         return asyncio.run(coroutine)
@@ -38,7 +38,8 @@ def unreachable(
     config: Config, elapsed_s: float, timed_out: bool, logged: Sequence[BaseException] = ()
 ) -> KafkaUnavailable:
     """The error for brokers that did not answer, or refused (SASL, TLS) as `logged` shows."""
-    from pipeline.kafka.topics import KafkaUnavailable, refusal
+    from pipeline.kafka.outages import refusal
+    from pipeline.kafka.topics import KafkaUnavailable
 
     why = "no answer" if timed_out else "no broker answered"
     return KafkaUnavailable(
@@ -61,7 +62,7 @@ async def start_client(client: Any, config: Config, timeout_s: float) -> None:
     """Start an aiokafka producer or consumer; KafkaUnavailable if no broker answers."""
     from aiokafka.errors import KafkaError
 
-    from pipeline.kafka.topics import quiet_client_log
+    from pipeline.kafka.outages import quiet_client_log
 
     started = time.monotonic()
     with quiet_client_log() as client_log:
@@ -82,7 +83,7 @@ async def admin_call(
     from aiokafka import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
-    from pipeline.kafka.topics import quiet_client_log
+    from pipeline.kafka.outages import quiet_client_log
 
     # A bootstrap of our own first: it tells an unreachable broker within `timeout_s`, and how
     # long it took; pipeline.kafka.topics waits longer and reports its whole timeout.

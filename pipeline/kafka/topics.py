@@ -25,9 +25,9 @@ from aiokafka.errors import (
 )
 
 from pipeline.config import Config
+from pipeline.kafka.connection import BROKER_TIMEOUT_S
 from pipeline.kafka.outages import quiet_client_log, refusal
 
-CONNECT_TIMEOUT_S = 15.0
 TABLE_NAME = "devices"  # the worker's Faust table of device states
 MAX_MESSAGE_BYTES = "max.message.bytes"
 CLEANUP_POLICY = "cleanup.policy"
@@ -122,11 +122,11 @@ def required_configs(config: Config) -> dict[str, dict[str, str]]:
 
 async def _admin(config: Config) -> AIOKafkaAdminClient:
     options = config.kafka.client_options()
-    admin = AIOKafkaAdminClient(request_timeout_ms=int(CONNECT_TIMEOUT_S * 1000), **options)
+    admin = AIOKafkaAdminClient(request_timeout_ms=int(BROKER_TIMEOUT_S * 1000), **options)
     started = time.monotonic()
     with quiet_client_log() as client_log:
         try:
-            await asyncio.wait_for(admin.start(), CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(admin.start(), BROKER_TIMEOUT_S)
         except (TimeoutError, KafkaConnectionError, OSError) as exc:
             await admin.close()
             waited = time.monotonic() - started

@@ -15,7 +15,7 @@ from typing import IO
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record, SessionConfig, SessionRules
-from pipeline.input.events import parse_message
+from pipeline.input import parse_message
 from pipeline.processing.processor import kit_config
 
 # Timeouts tried by the sweep: common kit defaults and the pipeline's usual range.

@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.config import load_config
-from pipeline.input.events import Limits
+from pipeline.input import Limits
 from pipeline.kafka import local as localkafka
 from pipeline.kafka.topics import max_message_bytes
 from pipeline.streaming.worker import partition_for

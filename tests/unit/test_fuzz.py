@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import Config
 from pipeline.engine import SessionConfig
-from pipeline.input.events import Limits
+from pipeline.input import Limits
 from pipeline.offline import run_offline
 from tests import fuzz_strategies as fz
 from tests.schema_check import canonical_schema, check_record, partner_formats

@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.config import Config, load_config
-from pipeline.input.events import Limits
+from pipeline.input import Limits
 from pipeline.offline import run_offline
 from pipeline.partners import Partner
 from tests.schema_check import check_output_dir, partner_formats
