@@ -274,7 +274,7 @@ def _worker(args: argparse.Namespace) -> int:
             partitions = asyncio.run(prepare_worker_topics(config))
     except KafkaUnavailable as exc:
         raise CliError(str(exc), EXIT_KAFKA) from None
-    from pipeline.streaming.worker import run_worker
+    from pipeline.streaming.app import run_worker
 
     run_worker(config, partitions, args.loglevel)
     return 0

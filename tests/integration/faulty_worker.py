@@ -22,7 +22,8 @@ from faust.types import TP
 
 from pipeline import cli
 from pipeline.processing.processor import Processor
-from pipeline.streaming.worker import SessionWorker, TransactionalSink
+from pipeline.sinks.kafka import TransactionalSink
+from pipeline.streaming.worker import SessionWorker
 
 _tasks: list[asyncio.Future[Any]] = []
 
