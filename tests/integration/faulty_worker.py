@@ -20,7 +20,7 @@ from aiokafka.errors import RequestTimedOutError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from pipeline import cli
+from pipeline.cli.main import main as run_command
 from pipeline.processing.processor import Processor
 from pipeline.sinks.kafka import TransactionalSink
 from pipeline.streaming.worker import SessionWorker
@@ -73,7 +73,7 @@ FAULTS = {"bug": _inject_bug, "faust-crash": _inject_faust_crash, "transient": _
 def main(argv: Sequence[str]) -> int:
     fault, *command = argv
     FAULTS[fault]()
-    return cli.main(command)
+    return run_command(command)
 
 
 if __name__ == "__main__":
