@@ -80,7 +80,8 @@ class _Devices:
     """Every device's states, one per profile, created with the device's first event."""
 
     def __init__(self, processor: Processor, out: Outputs) -> None:
-        self.processor = processor
+        self.new_states = processor.new_states
+        self.processor_apply = processor.apply
         self.out = out
         self.states: dict[tuple[str, str], list[DeviceState]] = {}
 
@@ -89,8 +90,8 @@ class _Devices:
         key = (event["app_id"], event["device_id"])
         states = self.states.get(key)
         if states is None:
-            states = self.states[key] = self.processor.new_states(*key)
-        return self.processor.apply(states, event, self.out)
+            states = self.states[key] = self.new_states(*key)
+        return self.processor_apply(states, event, self.out)
 
 
 def _line_blocks(source: IO[bytes]) -> Iterator[list[bytes]]:

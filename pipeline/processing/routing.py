@@ -25,15 +25,15 @@ class RoutedOutputs:
     """A batch of outputs, serialized: valid until its Outputs is cleared.
 
     `lines[i]` is `records[i]` serialized, `is_session[i]` whether it goes to the sessions
-    output (else the enriched one); `partner_lines` holds each formatted partner's records
-    serialized, for the partners that have any.
+    output (else the enriched one); `partner_records` holds each formatted partner's records,
+    serialized by `serialized` when they are written (one partner's lines at a time).
     """
 
     records: list[Record]
     lines: list[bytes]
     is_session: list[bool]
     partner_records: dict[str, list[Record]]
-    partner_lines: dict[str, list[bytes]]
+    serialize: Serializer
 
     def sessions(self) -> list[bytes]:
         """The lines of the sessions output, in order."""
@@ -47,19 +47,22 @@ class RoutedOutputs:
         """The session records, in order."""
         return compress(self.records, self.is_session)
 
+    def formatted(self) -> Iterator[tuple[str, list[Record]]]:
+        """Each formatted partner that has records, with its records."""
+        return ((name, records) for name, records in self.partner_records.items() if records)
+
+    def serialized(self, records: list[Record]) -> list[bytes]:
+        """A formatted partner's records, serialized as the pipeline's are."""
+        return list(map(self.serialize, records))
+
 
 def route(out: Outputs, serialize: Serializer) -> RoutedOutputs:
     """Serialize every record of `out` once and say which output carries it."""
     records = out.pipeline_records
-    partners = out.partners
     return RoutedOutputs(
         records,
         list(map(serialize, records)),
         [record["type"] in SESSION_RECORD_TYPES for record in records],
-        partners,
-        {
-            name: list(map(serialize, formatted))
-            for name, formatted in partners.items()
-            if formatted
-        },
+        out.partners,
+        serialize,
     )

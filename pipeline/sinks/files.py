@@ -57,8 +57,8 @@ class OutputFiles:
         write_lines(self.dead_letter, dead_letters)
         for name in verbatim:
             write_lines(self.partners[name], routed.lines)
-        for name, lines in routed.partner_lines.items():
-            write_lines(self.partners[name], lines)
+        for name, records in routed.formatted():
+            write_lines(self.partners[name], routed.serialized(records))
 
     def write_summary(self, summary: bytes) -> None:
         """Write summary.json (the summary's JSON, a newline is added)."""

@@ -64,9 +64,9 @@ class TopicWriter:
                     send(topic, key, value)
             except RecordTooLarge as exc:
                 self._unwritable(exc, record, value)
-        for name, lines in routed.partner_lines.items():
+        for name, records in routed.formatted():
             topic = self.partner_topics[name]
-            for record, value in zip(routed.partner_records[name], lines, strict=True):
+            for record, value in zip(records, routed.serialized(records), strict=True):
                 try:
                     send(topic, key, value)
                 except RecordTooLarge as exc:

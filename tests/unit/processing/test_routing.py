@@ -40,11 +40,12 @@ def test_every_record_is_serialized_once_for_every_output() -> None:
     routed = route(out, orjson.dumps)
     assert routed.lines == [orjson.dumps(r) for r in out.pipeline_records]
     assert out.verbatim == ("mirror",)
-    assert routed.partner_lines == {}
+    assert list(routed.formatted()) == []
 
 
 def test_a_formatted_partner_gets_its_own_records_serialized() -> None:
     out = outputs(AMPLITUDE)
     routed = route(out, orjson.dumps)
-    assert routed.partner_lines["amp"] == [orjson.dumps(r) for r in out.partners["amp"]]
-    assert routed.partner_records["amp"] is out.partners["amp"]
+    ((name, records),) = routed.formatted()
+    assert (name, records) == ("amp", out.partners["amp"])
+    assert routed.serialized(records) == [orjson.dumps(r) for r in records]
