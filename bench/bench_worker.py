@@ -1,6 +1,6 @@
 """Streaming-worker throughput benchmark (not a test).
 
-One run against one local broker (started in a temp dir by `pipeline.localkafka.start`, unless
+One run against one local broker (started in a temp dir by `pipeline.kafka.local.start`, unless
 `KAFKA_BOOTSTRAP` names one; stopped at the end):
 
 1. generates the seeded workload (`WorkloadSpec(devices=100_000, events_per_device=10,
@@ -483,7 +483,7 @@ GROUPS: list[tuple[str, Callable[[str, int, str], bool]]] = [
     (
         "our parse/validate",
         lambda f, _, n: (
-            f.endswith(("pipeline/events.py", "pipeline/schemas.py"))
+            f.endswith(("pipeline/input/events.py", "pipeline/input/schemas.py"))
             or "fastjsonschema" in f
             or (f == "<string>" and n.startswith("validate"))
         ),
@@ -492,25 +492,25 @@ GROUPS: list[tuple[str, Callable[[str, int, str], bool]]] = [
     (
         "engine (rules, routing, expiry index)",
         lambda f, _, n: (
-            f.endswith(("pipeline/engine.py", "pipeline/processor.py"))
-            or f.endswith(("pipeline/expiry.py", "/uuid.py"))
+            "/pipeline/engine/" in f
+            or f.endswith(("pipeline/processing/processor.py", "pipeline/processing/routing.py"))
+            or f.endswith(("pipeline/streaming/expiry.py", "/uuid.py"))
         ),
     ),
     (
         "changelog/checkpoint",
         lambda f, _, n: (
-            f.endswith("pipeline/worker.py")
-            and n in ("_commit", "checkpoint", "to_json", "write_checkpoint_markers")
+            f.endswith(("pipeline/streaming/checkpoint.py", "pipeline/streaming/recovery.py"))
+            or (f.endswith("pipeline/streaming/codec.py") and n == "to_json")
         ),
     ),
     (
         "our record batching (TransactionalSink, if present)",
-        lambda f, _, n: (
-            f.endswith("pipeline/worker.py")
-            and n in ("add", "flush", "_ship", "_count", "key_hash")
+        lambda f, _, n: f.endswith(
+            ("pipeline/sinks/kafka.py", "pipeline/streaming/partitioning.py")
         ),
     ),
-    ("worker adapter (rest of pipeline/worker.py)", lambda f, _, n: "/pipeline/" in f),
+    ("streaming core and worker adapter (rest of pipeline/)", lambda f, _, n: "/pipeline/" in f),
     (
         "aiokafka produce/send",
         lambda f, _, n: (
@@ -596,21 +596,22 @@ class ProfileReport:
 
 # Pipeline functions worth a cumulative figure; those absent from a profile are not shown.
 ENTRY_POINTS = [
-    ("pipeline/worker.py", "on_fetch", "per fetch, everything"),
-    ("pipeline/worker.py", "_apply_message", "one message: parse, rules, outputs"),
-    ("pipeline/events.py", "parse_message", "parse + validate"),
-    ("pipeline/worker.py", "_apply", "state lookup + engine"),
-    ("pipeline/processor.py", "apply", "engine (all profiles) + routing"),
+    ("pipeline/streaming/worker.py", "on_fetch", "per fetch, everything"),
+    ("pipeline/streaming/core.py", "_apply_message", "one message: parse, rules, outputs"),
+    ("pipeline/processing/step.py", "run", "the one-message step"),
+    ("pipeline/input/events.py", "parse_message", "parse + validate"),
+    ("pipeline/streaming/core.py", "_apply_event", "state lookup + engine"),
+    ("pipeline/processing/processor.py", "apply", "engine (all profiles) + routing"),
     ("pipeline/partners/__init__.py", "partner_records", "partner formatting"),
-    ("pipeline/worker.py", "_schedule", "deadline index"),
-    ("pipeline/worker.py", "_send_outputs", "serialize + hand over outputs"),
-    ("pipeline/worker.py", "add", "TransactionalSink.add: record into a batch"),
-    ("pipeline/worker.py", "ship", "TransactionalSink.ship: full batches to the producer"),
-    ("pipeline/worker.py", "flush", "TransactionalSink.flush: ship batches, await them"),
-    ("pipeline/worker.py", "partition_for", "murmur2 of the device id"),
-    ("pipeline/worker.py", "_commit", "checkpoints (changelog, offsets, commit)"),
-    ("pipeline/worker.py", "to_json", "device record serialization"),
-    ("pipeline/worker.py", "_on_tick", "expiry timer"),
+    ("pipeline/streaming/core.py", "_schedule", "deadline index"),
+    ("pipeline/streaming/outputs.py", "send_outputs", "serialize + hand over outputs"),
+    ("pipeline/sinks/kafka.py", "add", "TransactionalSink.add: record into a batch"),
+    ("pipeline/sinks/kafka.py", "ship", "TransactionalSink.ship: full batches to the producer"),
+    ("pipeline/sinks/kafka.py", "flush", "TransactionalSink.flush: ship batches, await them"),
+    ("pipeline/streaming/partitioning.py", "partition_for", "murmur2 of the device id"),
+    ("pipeline/streaming/checkpoint.py", "commit", "checkpoints (changelog, offsets, commit)"),
+    ("pipeline/streaming/codec.py", "to_json", "table entry serialization"),
+    ("pipeline/streaming/worker.py", "_on_tick", "expiry timer"),
     ("aiokafka/partitioner.py", "murmur2", "pure-Python murmur2 (worker + producer)"),
 ]
 

@@ -1,20 +1,17 @@
 """Offline mode (SPEC section 5): the same rules over a JSONL file, no Kafka.
 
-Reads events or batches one per line, applies them in line order, and writes
-`sessions.jsonl`, `enriched.jsonl`, `dead_letter.jsonl`, `partners/<name>.jsonl` and
-`summary.json` to the output directory. At the end of the input every open session closes.
+Reads events or batches one per line, runs each through the one-message step
+(`pipeline.processing.step`) in line order, and writes the output directory's files
+(`pipeline.sinks.files`). At the end of the input every open session closes.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from itertools import compress
-from operator import not_
 from pathlib import Path
 from typing import IO
 
@@ -22,14 +19,15 @@ import orjson
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.input.events import attribute_rejection, dead_letter, parse_message
 from pipeline.memory import keep_freed_memory
 from pipeline.processing.processor import Outputs, Processor
-from pipeline.vocabulary import SESSION_RECORD_TYPES
+from pipeline.processing.routing import route
+from pipeline.processing.step import MessageStep
+from pipeline.sinks.files import OutputFiles, json_line
+from pipeline.vocabulary import SESSION_START
 
 _READ_BYTES = 1 << 20
 _FLUSH_RECORDS = 2048  # records between writes: big writes, bounded memory, warm caches
-_dumps_line = functools.partial(orjson.dumps, option=orjson.OPT_APPEND_NEWLINE)
 
 
 @dataclass(slots=True)
@@ -51,48 +49,49 @@ class Summary:
         return orjson.dumps(fields, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
 
-class _Writers:
-    def __init__(self, output_dir: Path, partner_names: Iterable[str]) -> None:
-        (output_dir / "partners").mkdir(parents=True, exist_ok=True)
-        self.sessions = (output_dir / "sessions.jsonl").open("wb")
-        self.enriched = (output_dir / "enriched.jsonl").open("wb")
-        self.dead_letter = (output_dir / "dead_letter.jsonl").open("wb")
-        self.partners = {
-            name: (output_dir / "partners" / f"{name}.jsonl").open("wb") for name in partner_names
-        }
+class _Writer:
+    """Writes batches of outputs to the output files, counting them in the summary."""
 
-    def write(self, out: Outputs, dead: list[Record], summary: Summary) -> None:
-        canonical = out.canonical
-        # Every record serialized once, whichever outputs carry it.
-        lines = list(map(_dumps_line, canonical))
-        is_session = [record["type"] in SESSION_RECORD_TYPES for record in canonical]
-        for record in compress(canonical, is_session):
-            if record["type"] == "session_start":
+    def __init__(self, files: OutputFiles, summary: Summary) -> None:
+        self.files = files
+        self.summary = summary
+
+    def write(self, out: Outputs, dead: list[Record]) -> None:
+        summary = self.summary
+        routed = route(out, json_line)
+        for record in routed.session_records():
+            if record["type"] == SESSION_START:
                 summary.sessions_started += 1
             else:
                 summary.sessions_ended[record["end_reason"]] += 1
-        _write(self.sessions, list(compress(lines, is_session)))
-        enriched = list(compress(lines, map(not_, is_session)))
-        summary.events_applied += len(enriched)  # one enriched event per applied event
-        _write(self.enriched, enriched)
-        _write(self.dead_letter, list(map(_dumps_line, dead)))
+        summary.events_applied += len(routed.lines) - sum(routed.is_session)  # one per event
+        for record in dead:
+            summary.dead_letters[record["reason"]] += 1
         for name in out.verbatim:
-            summary.partner_records[name] += len(lines)
-            _write(self.partners[name], lines)
+            summary.partner_records[name] += len(routed.lines)
         for name, records in out.partners.items():
             summary.partner_records[name] += len(records)
-            _write(self.partners[name], list(map(_dumps_line, records)))
+        self.files.write(routed, out.verbatim, list(map(json_line, dead)))
         out.clear()
         dead.clear()
 
-    def close(self) -> None:
-        for handle in (self.sessions, self.enriched, self.dead_letter, *self.partners.values()):
-            handle.close()
 
+class _Devices:
+    """Every device's states, one per profile, created with the device's first event."""
 
-def _write(handle: IO[bytes], lines: list[bytes]) -> None:
-    if lines:
-        handle.write(b"".join(lines))
+    def __init__(self, processor: Processor, out: Outputs) -> None:
+        self.new_states = processor.new_states
+        self.processor_apply = processor.apply
+        self.out = out
+        self.states: dict[tuple[str, str], list[DeviceState]] = {}
+
+    def apply(self, event: Record) -> Applied:
+        """Apply a valid event to its device (the step's `apply_event`)."""
+        key = (event["app_id"], event["device_id"])
+        states = self.states.get(key)
+        if states is None:
+            states = self.states[key] = self.new_states(*key)
+        return self.processor_apply(states, event, self.out)
 
 
 def _line_blocks(source: IO[bytes]) -> Iterator[list[bytes]]:
@@ -126,54 +125,37 @@ def run_offline(source: IO[bytes], output_dir: Path, config: Config, now_ms: int
 
 def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Summary:
     processor = Processor(config.sessions, config.partners)
-    apply = processor.apply
-    states: dict[tuple[str, str], list[DeviceState]] = {}
     out = processor.new_outputs()
-    emitted = out.canonical
+    emitted = out.pipeline_records
+    devices = _Devices(processor, out)
+    step = MessageStep(devices.apply, config.limits.max_dead_letter_payload_bytes)
+    run_step = step.run
     dead: list[Record] = []
     summary = Summary()
-    verdicts: Counter[Applied] = Counter()
-    writers = _Writers(output_dir, (p.name for p in config.partners))
+    files = OutputFiles(output_dir, (p.name for p in config.partners))
+    writer = _Writer(files, summary)
     limits = config.limits
-    max_payload = limits.max_dead_letter_payload_bytes
-    applied = Applied.APPLIED
     number = 0
     try:
         for block in _line_blocks(source):
             first = number + 1
             for number, message in enumerate(block, start=first):
-                parsed = parse_message(message, now_ms, limits)
-                if parsed.rejections:
-                    for rejection in parsed.rejections:
-                        summary.dead_letters[rejection.reason] += 1
-                        dead.append(dead_letter(rejection, message, {"line": number}, max_payload))
-                for event in parsed.events:
-                    key = (event["app_id"], event["device_id"])
-                    device = states.get(key)
-                    if device is None:
-                        device = states[key] = processor.new_states(*key)
-                    verdict = apply(device, event, out)
-                    if verdict is not applied:
-                        verdicts[verdict] += 1
-                        if verdict.rejected:
-                            index = parsed.index_of(event)
-                            rejection = attribute_rejection(verdict.value, event, index, message)
-                            dead.append(
-                                dead_letter(rejection, message, {"line": number}, max_payload)
-                            )
-                            summary.dead_letters[rejection.reason] += 1
+                rejections = run_step(message, now_ms, limits)
+                if rejections:
+                    origin = {"line": number}
+                    dead.extend(step.dead_letter(r, message, origin) for r in rejections)
                 if len(emitted) >= _FLUSH_RECORDS:
-                    writers.write(out, dead, summary)
-        for device in states.values():
-            processor.close_at_end(device, out)
+                    writer.write(out, dead)
+        for states in devices.states.values():
+            processor.close_at_end(states, out)
             if len(emitted) >= _FLUSH_RECORDS:
-                writers.write(out, dead, summary)
-        writers.write(out, dead, summary)
+                writer.write(out, dead)
+        writer.write(out, dead)
     finally:
-        writers.close()
+        files.close()
     summary.lines = number
-    summary.duplicates = verdicts[Applied.DUPLICATE]
-    (output_dir / "summary.json").write_bytes(summary.to_json() + b"\n")
+    summary.duplicates = step.verdicts[Applied.DUPLICATE]
+    files.write_summary(summary.to_json())
     return summary
 
 

@@ -30,7 +30,7 @@ def _worker(args: argparse.Namespace) -> int:
     config = config_from(args)
     # Checked before the worker sets up its own logging, so a failure is one line.
     partitions = run_kafka_command(prepare_worker_topics(config))
-    from pipeline.streaming.worker import run_worker  # Faust: imported once Kafka is usable
+    from pipeline.streaming.app import run_worker  # Faust: imported once Kafka is usable
 
     run_worker(config, partitions, args.loglevel)
     return 0

@@ -20,10 +20,6 @@ from pipeline.input.dead_letters import (
     Rejection,
     batch_event_as_sent,
 )
-
-# The adapters' old import path, until they import these from pipeline.input (after the merge).
-from pipeline.input.dead_letters import attribute_rejection as attribute_rejection
-from pipeline.input.dead_letters import dead_letter as dead_letter
 from pipeline.input.schemas import load_schema, validator
 from pipeline.vocabulary import (
     INVALID_EVENT,

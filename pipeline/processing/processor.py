@@ -2,13 +2,14 @@
 
 A `Processor` runs the session rules once for the pipeline and once more for each distinct
 partner timeout (a partner kit keeps its own sessions), and routes the records each run emits:
-the pipeline's to the canonical outputs, every run's to its partners in their formats. Offline
-mode and the worker both use it; it holds no device state itself.
+the pipeline's to its own outputs (sessions, enriched), every run's to its partners in their
+formats. Offline mode and the worker both use it; it holds no device state itself.
 
-The pipeline's records stay in one list in the order they were emitted (`Outputs.canonical`):
-the sessions output is its session records, the enriched output the rest, and a canonical
-partner without filters gets it whole. Writers split it once per batch of records, not per
-event, and serialize each record once for every output that carries it.
+The pipeline's records stay in one list in the order they were emitted
+(`Outputs.pipeline_records`): the sessions output is its session records, the enriched output
+the rest, and a partner in the canonical format without filters gets it whole.
+`pipeline.processing.routing` splits it once per batch of records, not per event, and
+serializes each record once for every output that carries it.
 """
 
 from __future__ import annotations
@@ -24,29 +25,29 @@ from pipeline.partners import Partner, partner_records
 class Outputs:
     """Records waiting to be written.
 
-    `canonical`: the pipeline's own records, in emitted order (sessions and enriched events
+    `pipeline_records`: the pipeline's own records, in emitted order (sessions and enriched events
     interleaved); the partners named in `verbatim` take exactly these. `partners`: what every
     other partner gets, in its format.
     """
 
-    canonical: list[Record] = field(default_factory=list)
+    pipeline_records: list[Record] = field(default_factory=list)
     partners: dict[str, list[Record]] = field(default_factory=dict)
     verbatim: tuple[str, ...] = ()
 
     def clear(self) -> None:
         """Forget what has been written."""
-        self.canonical.clear()
+        self.pipeline_records.clear()
         for records in self.partners.values():
             records.clear()
 
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """One run of the rules: the pipeline's own (`canonical`), or a partner timeout's."""
+    """One run of the rules: the pipeline's own (`is_pipeline`), or a partner timeout's."""
 
     rules: SessionRules
     partners: tuple[Partner, ...]
-    canonical: bool
+    is_pipeline: bool
 
     @property
     def verbatim(self) -> tuple[str, ...]:
@@ -85,12 +86,12 @@ class Processor:
     def __init__(self, sessions: SessionConfig, partners: Iterable[Partner]) -> None:
         partners = tuple(partners)
         own = tuple(p for p in partners if p.session_timeout_s is None)
-        profiles = [Profile(SessionRules(sessions), own, canonical=True)]
+        profiles = [Profile(SessionRules(sessions), own, is_pipeline=True)]
         timeouts = sorted({p.session_timeout_s for p in partners if p.session_timeout_s})
         for timeout in timeouts:
             kit = kit_config(sessions, timeout)
             members = tuple(p for p in partners if p.session_timeout_s == timeout)
-            profiles.append(Profile(SessionRules(kit), members, canonical=False))
+            profiles.append(Profile(SessionRules(kit), members, is_pipeline=False))
         self.profiles: tuple[Profile, ...] = tuple(profiles)
         self.partners = partners
         self._scratch: list[Record] = []
@@ -118,24 +119,24 @@ class Processor:
         `event` is handed over: it becomes the pipeline's enriched record (not a copy of it),
         so the caller must not use or change it afterwards.
         """
-        canonical = out.canonical
+        records = out.pipeline_records
         if self._simple:  # the common case: nothing to format, no partner kit
-            return self._rules.apply(states[0], event, canonical, in_place=True)
-        start = len(canonical)
-        verdict = self._rules.apply(states[0], event, canonical, in_place=True)
+            return self._rules.apply(states[0], event, records, in_place=True)
+        start = len(records)
+        verdict = self._rules.apply(states[0], event, records, in_place=True)
         self._route(states, out, start, lambda rules, state, into: rules.apply(state, event, into))
         return verdict
 
     def expire(self, states: list[DeviceState], now_ts: int, out: Outputs) -> None:
         """Close every profile's session whose deadline is at or before event time `now_ts`."""
-        start = len(out.canonical)
-        self._rules.expire(states[0], now_ts, out.canonical)
+        start = len(out.pipeline_records)
+        self._rules.expire(states[0], now_ts, out.pipeline_records)
         self._route(states, out, start, lambda rules, st, into: rules.expire(st, now_ts, into))
 
     def close_at_end(self, states: list[DeviceState], out: Outputs) -> None:
         """End of input: close every open session."""
-        start = len(out.canonical)
-        self._rules.close_at_end(states[0], out.canonical)
+        start = len(out.pipeline_records)
+        self._rules.close_at_end(states[0], out.pipeline_records)
         self._route(states, out, start, lambda rules, state, into: rules.close_at_end(state, into))
 
     def deadline(self, states: list[DeviceState]) -> int | None:
@@ -152,7 +153,7 @@ class Processor:
     def _route(self, states: list[DeviceState], out: Outputs, start: int, run: _Run) -> None:
         """Format the pipeline's new records (from `start`) for its partners, then run the
         partner kits' own rules (`run`) and route what they emit."""
-        self._format(self._formatted, out.canonical, start, out)
+        self._format(self._formatted, out.pipeline_records, start, out)
         emitted = self._scratch
         for index, (rules, verbatim, formatted) in enumerate(self._kits, start=1):
             run(rules, states[index], emitted)

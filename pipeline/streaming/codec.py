@@ -14,6 +14,11 @@ import orjson
 
 from pipeline.engine import ClosedSession, DeviceState, EarlierSession, OpenSession
 
+# Written outside transactions after each commit, so the changelog ends with a record Faust's
+# recovery can read (it waits for the last offset, which would otherwise be a commit marker).
+# No device has this key: readers of the table skip it.
+CHECKPOINT_KEY = b"\x00checkpoint"
+
 
 def table_key(app_id: str, device_id: str) -> bytes:
     """The table key of a device: (app_id, device_id)."""
@@ -52,8 +57,8 @@ def _refuse(value: Any) -> Any:
 
 
 @dataclass(slots=True)
-class DeviceRecord:
-    """A device's table value: its states and when its last message arrived."""
+class DeviceEntry:
+    """A device's entry in the table: its states and when its last message arrived."""
 
     states: list[DeviceState]
     partition: int
@@ -72,7 +77,7 @@ class DeviceRecord:
         )
 
     @classmethod
-    def from_json(cls, data: bytes) -> DeviceRecord:
+    def from_json(cls, data: bytes) -> DeviceEntry:
         """Inverse of `to_json`."""
         raw = orjson.loads(data)
         states = [state_from_obj(s) for s in raw["states"]]

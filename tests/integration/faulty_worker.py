@@ -20,9 +20,10 @@ from aiokafka.errors import RequestTimedOutError
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from pipeline.cli import main as cli
+from pipeline.cli.main import main as run_command
 from pipeline.processing.processor import Processor
-from pipeline.streaming.worker import SessionWorker, TransactionalSink
+from pipeline.sinks.kafka import TransactionalSink
+from pipeline.streaming.worker import SessionWorker
 
 _tasks: list[asyncio.Future[Any]] = []
 
@@ -72,7 +73,7 @@ FAULTS = {"bug": _inject_bug, "faust-crash": _inject_faust_crash, "transient": _
 def main(argv: Sequence[str]) -> int:
     fault, *command = argv
     FAULTS[fault]()
-    return cli.main(command)
+    return run_command(command)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pipeline.config import load_config
 from pipeline.input import Limits
 from pipeline.kafka import local as localkafka
 from pipeline.kafka.topics import max_message_bytes
-from pipeline.streaming.worker import partition_for
+from pipeline.streaming.partitioning import partition_for
 from tests.integration.harness import Pipeline, consume, produce, produce_routed
 
 pytestmark = pytest.mark.kafka

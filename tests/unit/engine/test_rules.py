@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from pipeline.engine import Applied, DeviceState, SessionConfig, SessionRules
-from pipeline.streaming.codec import state_from_json, state_to_json
 
 T0 = 1_790_000_000_000
 SECOND = 1000
@@ -281,24 +280,6 @@ def test_an_open_session_keeps_its_newest_dedup_max_ids() -> None:
     assert device.send(dict(events[-1])) == [Applied.DUPLICATE]
 
 
-def test_duplicate_memory_survives_the_changelog_codec() -> None:
-    device = Device(SessionConfig(dedup_max_ids=100))
-    first, _ = closed_sessions(device, T0, T0 + 10)
-    restored = state_from_json(state_to_json(device.state))
-    assert restored == device.state
-    assert device.rules.apply(restored, dict(first), []) == Applied.DUPLICATE
-
-
-def test_states_written_before_the_duplicate_window_still_load() -> None:
-    old = (
-        b'{"app_id":"a1","device_id":"d1","session_count":1,"open":null,"last_closed":'
-        b'{"session_id":"s","start_ts":1,"duration_ms":2,"event_ids":["e1"]}}'
-    )
-    state = state_from_json(old)
-    assert state.last_closed is not None and list(state.last_closed.event_ids) == ["e1"]
-    assert (state.earlier, state.latest_ts) == ([], 0)
-
-
 def test_duplicate_does_not_extend_the_session() -> None:
     device = backgrounded_device()
     background = {k: v for k, v in device.enriched[-1].items() if not k.startswith("session_")}
@@ -528,17 +509,6 @@ def test_session_ids_are_deterministic_and_distinct() -> None:
 
     assert run() == run()
     assert len(set(run())) == 2
-
-
-def test_state_round_trips_through_json() -> None:
-    device = Device()
-    device.send(
-        ev("app_launch", T0, user_id="u"),
-        ev("session_attribute", T0 + 1, attribute={"op": "set", "key": "k", "value": 1}),
-        ev("app_background", T0 + 2),
-    )
-    restored = state_from_json(state_to_json(device.state))
-    assert restored == device.state
 
 
 def test_foreground_ms_never_exceeds_duration_with_out_of_order_events() -> None:

@@ -1,0 +1,291 @@
+"""The streaming core: fetched records and a clock in, records to write out. No awaits.
+
+`StreamingCore` holds the worker's in-memory view of the device table and everything a commit
+needs to know: the devices (`DeviceEntry`: states per profile, partition, arrival), the
+deadline index and partition clocks of `pipeline.streaming.expiry`, the devices changed since
+the last commit, and the offsets consumed. It is fed:
+
+- `apply`: a fetched run of one partition's records (anything with topic, partition, offset,
+  key, value, timestamp and headers), each through the one-message step
+  (`pipeline.processing.step`); what they emit goes to the sink of `writer`
+  (`pipeline.streaming.outputs`), per device as its records come, and events of devices of
+  another partition to the repartition topic;
+- `expire`: what is due on a partition by its clock (`clock` is the wall clock, injected);
+- `changes` / `committed`: what a checkpoint writes to the changelog, and that it is written;
+- `rollback`: back to the committed table states, after a failed transaction;
+- `assign` / `revoke` (`reindex`): partitions gained or lost, devices read from the table.
+
+The async adapter (`pipeline.streaming.worker`) owns the Kafka clients and transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from dataclasses import replace
+from typing import Any, Protocol
+
+import orjson
+
+from pipeline.config import Config
+from pipeline.engine import Applied, Record
+from pipeline.kafka.topics import max_message_bytes
+from pipeline.processing.processor import Processor
+from pipeline.processing.step import MessageStep
+from pipeline.streaming.codec import CHECKPOINT_KEY, DeviceEntry, table_key
+from pipeline.streaming.expiry import DeadlineIndex, PartitionClock, device_now, due_at
+from pipeline.streaming.outputs import ORIGIN_HEADER, TopicWriter
+from pipeline.streaming.partitioning import partition_for
+
+log = logging.getLogger("sessionize.worker")
+
+TopicPartition = tuple[str, int]
+
+
+class FetchedRecord(Protocol):
+    """A record read from Kafka (aiokafka's ConsumerRecord is one)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    headers: Any  # a sequence of (name, bytes) pairs, or a dict of them
+
+
+class StreamingCore:
+    """Applies fetched records and expiry to the devices of this worker's partitions."""
+
+    def __init__(
+        self,
+        config: Config,
+        partitions: int,
+        repartition_topic: str,
+        clock: Callable[[], int],
+        stored: MutableMapping[bytes, bytes] | None = None,
+    ) -> None:
+        self.processor = Processor(config.sessions, config.partners)
+        self.partitions = partitions
+        # The table's committed values (the adapter sets Faust's table data once it exists).
+        self.stored: MutableMapping[bytes, bytes] = {} if stored is None else stored
+        self.clock = clock
+        self.grace_ms = round(config.worker.grace_s * 1000)
+        self.limits = config.limits
+        # Forwarded events were checked against max_event_bytes as they came in; with what they
+        # inherited from their batch they may take up to a record of the repartition topic.
+        self.forwarded_limits = replace(config.limits, max_event_bytes=max_message_bytes(config))
+        self.devices: dict[bytes, DeviceEntry] = {}
+        self.index = DeadlineIndex()
+        self.clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
+        self.positions: dict[TopicPartition, int] = {}  # next offset after the last applied
+        self.indexed: frozenset[int] = frozenset()  # partitions the index holds
+        self.dirty: set[bytes] = set()  # devices changed since the last commit
+        self.uncommitted: dict[TopicPartition, int] = {}  # offsets to commit with the transaction
+        self.uncommitted_messages = 0
+        self.committed_clocks: dict[int, int] = {}  # partition clocks at the last commit
+        self.out = self.processor.new_outputs()
+        self.writer = TopicWriter(config, partitions, repartition_topic, self.out.verbatim)
+        self.step = MessageStep(self._apply_event, config.limits.max_dead_letter_payload_bytes)
+        # The message being applied: its partition and arrival, which device `out` holds
+        # records of (a batch is mostly one device), the devices it changed.
+        self._partition = 0
+        self._arrival_ms = 0
+        self._emitting: str | None = None
+        self._touched: dict[bytes, DeviceEntry] = {}
+
+    # Records
+
+    def apply(self, tp: TopicPartition, records: Sequence[FetchedRecord], start: int) -> int:
+        """Apply the records of `tp` from offset `start` on, in order (those before were
+        applied already: a replay); returns how many were applied."""
+        apply = self._apply_message
+        applied = 0
+        for record in records:
+            if record.offset >= start:
+                apply(tp, record)
+                applied += 1
+        self.uncommitted_messages += applied
+        return applied
+
+    def _apply_message(self, tp: TopicPartition, record: FetchedRecord) -> None:
+        value: bytes = record.value if isinstance(record.value, bytes) else b""
+        partition = record.partition
+        arrival_ms: int = record.timestamp if record.timestamp else self.clock()
+        self.positions[tp] = self.uncommitted[tp] = record.offset + 1
+        self.clocks[partition].observe(arrival_ms)
+        origin, forwarded_indices = _origin(record)
+        limits = self.limits if forwarded_indices is None else self.forwarded_limits
+        self._partition = partition
+        self._arrival_ms = arrival_ms
+        step = self.step
+        rejections = step.run(value, self.clock(), limits, forwarded_indices)
+        writer = self.writer
+        if self._emitting is not None:
+            writer.send_outputs(self.out, self._emitting)
+            self._emitting = None
+        touched = self._touched
+        if touched:
+            for device_key, device in touched.items():
+                self._schedule(device_key, device)  # once per device and message
+            touched.clear()
+        if step.elsewhere:
+            forwarded = writer.forward(
+                step.elsewhere, step.elsewhere_indices, value, origin, arrival_ms
+            )
+            rejections = [*rejections, *forwarded]
+        if writer.unwritable:
+            rejections = [*rejections, *writer.unwritable]
+            writer.unwritable.clear()
+        for rejection in rejections:
+            writer.write_dead_letter(record.key, step.dead_letter(rejection, value, origin))
+
+    def _apply_event(self, event: Record) -> Applied | None:
+        """The step's `apply_event`: None for a device of another partition."""
+        device_id: str = event["device_id"]
+        partition = self._partition
+        if partition_for(device_id, self.partitions) != partition:
+            return None
+        if self._emitting is not None and device_id != self._emitting:
+            self.writer.send_outputs(self.out, self._emitting)
+        self._emitting = device_id
+        app_id: str = event["app_id"]
+        device_key = table_key(app_id, device_id)
+        device = self.devices.get(device_key)
+        if device is None:
+            stored = self.stored.get(device_key)
+            if stored is not None:
+                device = DeviceEntry.from_json(stored)
+            else:
+                device = DeviceEntry(self.processor.new_states(app_id, device_id), partition)
+            self.devices[device_key] = device
+        verdict = self.processor.apply(device.states, event, self.out)
+        if verdict.rejected:
+            return verdict
+        if self._arrival_ms > device.arrival_ms:
+            device.arrival_ms = self._arrival_ms
+        if event["ts"] > device.latest_ts:
+            device.latest_ts = event["ts"]
+        self.dirty.add(device_key)
+        self._touched[device_key] = device
+        return verdict
+
+    def _schedule(self, key: bytes, device: DeviceEntry) -> None:
+        deadline = self.processor.deadline(device.states)
+        if deadline is not None:
+            due = due_at(device.arrival_ms, device.latest_ts, deadline, self.grace_ms)
+            self.index.schedule(device.partition, key, due)
+
+    # Expiry
+
+    def expire(self, partition: int) -> None:
+        """Close the sessions due on `partition` by its clock, and book their next look."""
+        now = self.clocks[partition].now(self.clock())
+        out = self.out
+        writer = self.writer
+        for key in self.index.pop_due(partition, now):
+            device = self.devices.get(key)
+            if device is None:
+                continue
+            device_time = device_now(device.arrival_ms, device.latest_ts, now, self.grace_ms)
+            self.processor.expire(device.states, device_time, out)
+            writer.send_outputs(out, device.states[0].device_id)
+            for rejection in writer.unwritable:  # no message to name as its origin
+                log.error(
+                    "device %s: not written: %s", key.decode(errors="replace"), rejection.error
+                )
+            writer.unwritable.clear()
+            self.dirty.add(key)
+            self._schedule(key, device)
+
+    # Checkpoints and recovery
+
+    @property
+    def pending(self) -> bool:
+        """Devices changed or offsets consumed since the last commit."""
+        return bool(self.dirty or self.uncommitted)
+
+    def changes(self) -> Iterator[tuple[bytes, DeviceEntry]]:
+        """The devices changed since the last commit, for the changelog."""
+        for key in self.dirty:
+            device = self.devices.get(key)
+            if device is not None:
+                yield key, device
+
+    def committed(self, saved: Iterable[tuple[bytes, bytes]]) -> None:
+        """The transaction committed: the table now holds `saved` (key, value), nothing
+        consumed or changed is uncommitted any more."""
+        for key, value in saved:
+            self.stored[key] = value
+        self.dirty = set()
+        self.committed_clocks = {p: clock.newest_ms for p, clock in self.clocks.items()}
+        self.uncommitted = {}
+        self.uncommitted_messages = 0
+
+    def rollback(self) -> None:
+        """Back to the last commit: the devices changed since are put back as the table holds
+        them, and how far the partitions were read since is forgotten (they are read again)."""
+        self.out.clear()
+        self.writer.unwritable.clear()
+        self._emitting = None
+        self._touched.clear()
+        for key in self.dirty:
+            stored = self.stored.get(key)
+            if stored is None:
+                self.devices.pop(key, None)
+                continue
+            device = self.devices[key] = DeviceEntry.from_json(stored)
+            self._schedule(key, device)
+        self.dirty = set()
+        for tp in self.uncommitted:
+            self.positions.pop(tp, None)
+        self.uncommitted = {}
+        self.uncommitted_messages = 0
+        for partition, clock in self.clocks.items():  # (a clock reset since stays so)
+            clock.newest_ms = min(clock.newest_ms, self.committed_clocks.get(partition, 0))
+
+    def forget_positions(self, tps: Iterable[TopicPartition]) -> None:
+        """Partitions left this worker: a later owner may have moved on."""
+        for tp in tps:
+            self.positions.pop(tp, None)
+
+    # Rebalances
+
+    def reindex(self, actives: frozenset[int]) -> None:
+        """Hold the devices of the partitions `actives` (this worker's now), and only those."""
+        self.revoke(self.indexed - actives)
+        self.assign(actives - self.indexed)
+        log.info("deadline index rebuilt: %d devices waiting", len(self.index))
+
+    def revoke(self, partitions: Iterable[int]) -> None:
+        """Forget the devices and deadlines of partitions this worker lost."""
+        for partition in partitions:
+            self.index.drop_partition(partition)
+            for key in [k for k, d in self.devices.items() if d.partition == partition]:
+                del self.devices[key]
+        self.indexed = self.indexed.difference(partitions)
+
+    def assign(self, partitions: frozenset[int]) -> None:
+        """Take on new partitions: a fresh clock each, their devices read from the table and
+        booked for their deadlines."""
+        for partition in partitions:
+            self.clocks[partition] = PartitionClock()
+        for key, stored in list(self.stored.items()):
+            if not stored or key == CHECKPOINT_KEY:
+                continue
+            device = self.devices.get(key) or DeviceEntry.from_json(stored)
+            if device.partition in partitions:
+                self.devices[key] = device
+                self._schedule(key, device)
+        self.indexed = self.indexed | partitions
+
+
+def _origin(record: FetchedRecord) -> tuple[dict[str, Any], list[int | None] | None]:
+    """Where a message came from, and the batch positions of forwarded events (else None)."""
+    headers: Any = record.headers or ()
+    for name, raw in headers.items() if isinstance(headers, dict) else headers:
+        if name == ORIGIN_HEADER:
+            forwarded = orjson.loads(raw)
+            return forwarded["origin"], forwarded["indices"]
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}, None
