@@ -156,8 +156,7 @@ def create_output_dir(path: Path) -> Path:
 
 def run_kafka_command(coroutine: Coroutine[Any, Any, _T]) -> _T:
     """Run what a command asks of Kafka; brokers that cannot be used are a CliError, exit 3."""
-    from pipeline.kafka.connection import run_kafka
-    from pipeline.kafka.topics import KafkaUnavailable
+    from pipeline.kafka.connection import KafkaUnavailable, run_kafka
 
     try:
         return run_kafka(coroutine)

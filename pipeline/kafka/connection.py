@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pipeline.config import Config
 
-if TYPE_CHECKING:
-    from pipeline.kafka.topics import KafkaUnavailable
+
+class KafkaUnavailable(Exception):
+    """The brokers could not be reached or refused a request; one line for a person."""
+
 
 # How long a command waits for brokers that do not answer, unless told otherwise (--timeout).
 BROKER_TIMEOUT_S = 15.0
@@ -39,7 +41,6 @@ def unreachable(
 ) -> KafkaUnavailable:
     """The error for brokers that did not answer, or refused (SASL, TLS) as `logged` shows."""
     from pipeline.kafka.outages import refusal
-    from pipeline.kafka.topics import KafkaUnavailable
 
     why = "no answer" if timed_out else "no broker answered"
     return KafkaUnavailable(
@@ -50,7 +51,6 @@ def unreachable(
 
 def unknown_topic(topic: str, config: Config) -> KafkaUnavailable:
     """The error for a topic the brokers do not have."""
-    from pipeline.kafka.topics import KafkaUnavailable
 
     return KafkaUnavailable(
         f"topic '{topic}' does not exist on {config.kafka.bootstrap} "

@@ -36,7 +36,7 @@ async def read_topics(
     from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import TopicPartition
 
-    from pipeline.kafka.topics import KafkaUnavailable
+    from pipeline.kafka.connection import KafkaUnavailable
 
     consumer = AIOKafkaConsumer(
         group_id=group,

@@ -25,7 +25,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.config import Config
-from pipeline.kafka.connection import BROKER_TIMEOUT_S
+from pipeline.kafka.connection import BROKER_TIMEOUT_S, KafkaUnavailable
 from pipeline.kafka.outages import quiet_client_log, refusal
 
 TABLE_NAME = "devices"  # the worker's Faust table of device states
@@ -41,10 +41,6 @@ RECORD_FRAMING_BYTES = 512
 _STATE_ID_BYTES = 128 * 6 + 3
 # A topic just created may not be described at once.
 _DESCRIBE_ATTEMPTS = 20
-
-
-class KafkaUnavailable(Exception):
-    """The brokers could not be reached or refused a request; one line for a person."""
 
 
 class TopicTooSmall(KafkaUnavailable):

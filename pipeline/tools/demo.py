@@ -65,7 +65,7 @@ def run_demo(options: DemoOptions) -> str:
     written to DIR/summary.txt). DemoError when it cannot finish."""
     from aiokafka.errors import KafkaError
 
-    from pipeline.kafka.topics import KafkaUnavailable
+    from pipeline.kafka.connection import KafkaUnavailable
 
     output_dir = options.output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)

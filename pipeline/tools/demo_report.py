@@ -15,6 +15,7 @@ import orjson
 from pipeline.config import Config
 from pipeline.kafka.reader import read_topics
 from pipeline.kafka.sending import ProduceStats
+from pipeline.sinks.files import OutputFiles, write_records
 from pipeline.vocabulary import END_IDLE, SESSION_END, SESSION_START
 
 _SAMPLE_CHARS: Final = 96
@@ -50,17 +51,16 @@ async def read_outputs(config: Config, timeout_s: float) -> DemoOutputs:
 
 
 def write_outputs(outputs: DemoOutputs, output_dir: Path) -> None:
-    """DIR/sessions.jsonl, enriched.jsonl, dead_letter.jsonl and partners/<name>.jsonl."""
-
-    def write(path: Path, records: list[dict[str, Any]]) -> None:
-        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
-
-    write(output_dir / "sessions.jsonl", outputs.sessions)
-    write(output_dir / "enriched.jsonl", outputs.enriched)
-    write(output_dir / "dead_letter.jsonl", outputs.dead_letters)
-    (output_dir / "partners").mkdir(exist_ok=True)
-    for name, records in outputs.partners.items():
-        write(output_dir / "partners" / f"{name}.jsonl", records)
+    """The topics' records as offline mode's output directory (`pipeline.sinks.files`)."""
+    files = OutputFiles(output_dir, outputs.partners)
+    try:
+        write_records(files.sessions, outputs.sessions)
+        write_records(files.enriched, outputs.enriched)
+        write_records(files.dead_letter, outputs.dead_letters)
+        for name, records in outputs.partners.items():
+            write_records(files.partners[name], records)
+    finally:
+        files.close()
 
 
 def summarize(
