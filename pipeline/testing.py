@@ -20,6 +20,13 @@ import orjson
 
 from pipeline.engine import Record
 from pipeline.sinks.kafka import Headers, RecordTooLarge
+from pipeline.vocabulary import (
+    APP_BACKGROUND,
+    APP_FOREGROUND,
+    APP_LAUNCH,
+    APP_TERMINATE,
+    SCREEN_VIEW,
+)
 
 T0 = 1_790_000_000_000  # an event time in 2026, in ms
 SECOND = 1000
@@ -41,27 +48,27 @@ def event(kind: str, device_id: str = "d1", ts: int = T0, **fields: Any) -> Reco
 
 def launch(device_id: str = "d1", ts: int = T0, **fields: Any) -> Record:
     """An app_launch event."""
-    return event("app_launch", device_id, ts, **fields)
+    return event(APP_LAUNCH, device_id, ts, **fields)
 
 
 def background(device_id: str = "d1", ts: int = T0, **fields: Any) -> Record:
     """An app_background event."""
-    return event("app_background", device_id, ts, **fields)
+    return event(APP_BACKGROUND, device_id, ts, **fields)
 
 
 def foreground(device_id: str = "d1", ts: int = T0, **fields: Any) -> Record:
     """An app_foreground event."""
-    return event("app_foreground", device_id, ts, **fields)
+    return event(APP_FOREGROUND, device_id, ts, **fields)
 
 
 def terminate(device_id: str = "d1", ts: int = T0, **fields: Any) -> Record:
     """An app_terminate event."""
-    return event("app_terminate", device_id, ts, **fields)
+    return event(APP_TERMINATE, device_id, ts, **fields)
 
 
 def screen_view(device_id: str = "d1", ts: int = T0, **fields: Any) -> Record:
     """An event with no meaning for sessions."""
-    return event("screen_view", device_id, ts, **fields)
+    return event(SCREEN_VIEW, device_id, ts, **fields)
 
 
 def batch(*events: Record) -> Record:

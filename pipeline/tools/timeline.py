@@ -16,25 +16,42 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from pipeline.vocabulary import (
+    APP_BACKGROUND,
+    APP_FOREGROUND,
+    APP_LAUNCH,
+    APP_TERMINATE,
+    COMMERCE_EVENT,
+    CUSTOM_EVENT,
+    END_FORCE_QUIT,
+    END_IDLE,
+    END_TERMINATE,
+    END_TIMEOUT,
+    SCREEN_VIEW,
+    SESSION_ATTRIBUTE,
+    SESSION_END,
+    SESSION_START,
+)
+
 # Event marks: (shape, colour, legend label), drawn in this order in the legend.
 MARKS: Final[dict[str, tuple[str, str, str]]] = {
-    "app_launch": ("triangle-up", "#1b9e3e", "app_launch"),
-    "app_foreground": ("circle", "#1f6fd1", "app_foreground"),
-    "app_background": ("triangle-down", "#e07b00", "app_background"),
-    "app_terminate": ("square", "#d62728", "app_terminate"),
-    "screen_view": ("tick", "#8a8f98", "screen_view"),
-    "custom_event": ("dot", "#5b6170", "custom_event"),
-    "commerce_event": ("diamond", "#b8860b", "commerce_event"),
-    "session_attribute": ("tick", "#9b59b6", "session_attribute"),
+    APP_LAUNCH: ("triangle-up", "#1b9e3e", "app_launch"),
+    APP_FOREGROUND: ("circle", "#1f6fd1", "app_foreground"),
+    APP_BACKGROUND: ("triangle-down", "#e07b00", "app_background"),
+    APP_TERMINATE: ("square", "#d62728", "app_terminate"),
+    SCREEN_VIEW: ("tick", "#8a8f98", "screen_view"),
+    CUSTOM_EVENT: ("dot", "#5b6170", "custom_event"),
+    COMMERCE_EVENT: ("diamond", "#b8860b", "commerce_event"),
+    SESSION_ATTRIBUTE: ("tick", "#9b59b6", "session_attribute"),
 }
 _OTHER_MARK: Final = ("dot", "#b0b4bb", "other")
 
 # Session bars by end reason: (fill, stroke).
 BARS: Final[dict[str, tuple[str, str]]] = {
-    "timeout": ("#dbe9fb", "#1f6fd1"),
-    "terminate": ("#dcf3e2", "#1b9e3e"),
-    "force_quit": ("#fde2e1", "#d62728"),
-    "idle": ("#efe3f7", "#8e44ad"),
+    END_TIMEOUT: ("#dbe9fb", "#1f6fd1"),
+    END_TERMINATE: ("#dcf3e2", "#1b9e3e"),
+    END_FORCE_QUIT: ("#fde2e1", "#d62728"),
+    END_IDLE: ("#efe3f7", "#8e44ad"),
     "open": ("#f1f2f4", "#8a8f98"),
 }
 
@@ -111,11 +128,11 @@ def _devices(records: Iterable[Mapping[str, Any]]) -> list[_Device]:
             device = found[key] = _Device(*key)
         kind = record.get("type")
         session_id = str(record.get("session_id"))
-        if kind == "session_start":
+        if kind == SESSION_START:
             session = device.sessions.setdefault(
                 session_id, _Session(record["session_number"], record["start_ts"])
             )
-        elif kind == "session_end":
+        elif kind == SESSION_END:
             session = device.sessions.setdefault(
                 session_id, _Session(record["session_number"], record["start_ts"])
             )

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from pipeline.vocabulary import APP_TERMINATE, MIN_TS_MS, SESSION_ATTRIBUTE
+from pipeline.vocabulary import (
+    APP_TERMINATE,
+    CUSTOM_EVENT,
+    MIN_TS_MS,
+    SCREEN_VIEW,
+    SESSION_ATTRIBUTE,
+)
 from pipeline.workload.uploads import BAD_EVENT, BAD_RAW, Entry
 
 if TYPE_CHECKING:
@@ -47,10 +53,10 @@ def bad_entry(device: SimulatedDevice, draw: float, after: dict[str, Any]) -> En
     ts = device.ts
     event_id = f"{device.device_id}-bad-{device.events}"
     if kind == "missing_field":
-        body = {"event_id": event_id, "type": "custom_event", "ts": ts, "name": "broken"}
+        body = {"event_id": event_id, "type": CUSTOM_EVENT, "ts": ts, "name": "broken"}
         return (BAD_EVENT, _REQUIRED[int(detail * 5)], body)
     if kind == "ts_as_string":
-        body = {"event_id": event_id, "type": "screen_view", "ts": str(ts), "name": "home"}
+        body = {"event_id": event_id, "type": SCREEN_VIEW, "ts": str(ts), "name": "home"}
         return (BAD_EVENT, None, body)
     if kind == "unknown_type":
         body = {"event_id": event_id, "type": "app_crash", "ts": ts}
@@ -68,7 +74,7 @@ def bad_entry(device: SimulatedDevice, draw: float, after: dict[str, Any]) -> En
         return (BAD_EVENT, None, body)
     if kind == "ts_before_2000":
         old_ts = MIN_TS_MS - 1 if detail < 0.5 else ts // 1000  # seconds sent as ms
-        body = {"event_id": event_id, "type": "custom_event", "ts": old_ts, "name": "clock"}
+        body = {"event_id": event_id, "type": CUSTOM_EVENT, "ts": old_ts, "name": "clock"}
         return (BAD_EVENT, None, body)
     return (BAD_RAW, *_raw_bad(device, kind, event_id, detail))
 
@@ -86,7 +92,7 @@ def _raw_bad(
         "event_id": event_id,
         "app_id": device.app_id,
         "device_id": device.device_id,
-        "type": "screen_view",
+        "type": SCREEN_VIEW,
         "ts": device.ts,
         "name": "home",
     }
