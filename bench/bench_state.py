@@ -27,7 +27,7 @@ and makes full garbage collections rare.
    timed over every partition, many times: first with the open share booked, then after every
    closed device opened a new session (all N booked, never committed: no effect on step 2).
 
-    .venv/bin/python bench/bench_state.py                    # 1,000,000 devices (~9 GiB now)
+    .venv/bin/python bench/bench_state.py                    # 1,000,000 devices (~10 GiB, ~17 min)
     .venv/bin/python bench/bench_state.py --devices 20000    # a quick smoke run
 
 The last line is `rss_bytes_per_device=<integer>`: the RSS growth after gc.collect(), over N.
