@@ -22,7 +22,13 @@ CHECKPOINT_KEY = b"\x00checkpoint"
 
 def table_key(app_id: str, device_id: str) -> bytes:
     """The table key of a device: (app_id, device_id)."""
-    return orjson.dumps([app_id, device_id])
+    return _kept(orjson.dumps([app_id, device_id]))
+
+
+def _kept(data: bytes) -> bytes:
+    # orjson (3.13) leaves a ~4 KB allocation behind each result however short; what the table
+    # keeps for a device's life is copied into one of its own size (~100 ns, measured fastest).
+    return b"%b" % data
 
 
 def state_to_json(state: DeviceState) -> bytes:
@@ -67,13 +73,15 @@ class DeviceEntry:
 
     def to_json(self) -> bytes:
         """The table value, as written to the changelog."""
-        return orjson.dumps(
-            {
-                "partition": self.partition,
-                "arrival_ms": self.arrival_ms,
-                "latest_ts": self.latest_ts,
-                "states": [orjson.Fragment(state_to_json(s)) for s in self.states],
-            }
+        return _kept(
+            orjson.dumps(
+                {
+                    "partition": self.partition,
+                    "arrival_ms": self.arrival_ms,
+                    "latest_ts": self.latest_ts,
+                    "states": [orjson.Fragment(state_to_json(s)) for s in self.states],
+                }
+            )
         )
 
     @classmethod

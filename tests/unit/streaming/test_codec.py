@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import os
 from typing import Any
 
 from pipeline.engine import Applied, DeviceState, SessionConfig, SessionRules
-from pipeline.streaming.codec import DeviceEntry, state_from_json, state_to_json
+from pipeline.streaming.codec import DeviceEntry, state_from_json, state_to_json, table_key
 from pipeline.testing import T0, background, event, launch, terminate
 
 
@@ -50,3 +52,24 @@ def test_a_table_entry_round_trips_with_its_partition_and_arrival() -> None:
     state = run(SessionRules(SessionConfig()), launch(ts=T0))
     entry = DeviceEntry([state], partition=2, arrival_ms=T0 + 5, latest_ts=T0)
     assert DeviceEntry.from_json(entry.to_json()) == entry
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_kept_keys_and_values_take_no_more_memory_than_their_bytes() -> None:
+    # The table holds a key and a value per device for the device's life: orjson keeps a ~4 KB
+    # buffer behind each of its results, which at a million devices is gigabytes.
+    count = 20_000
+    gc.collect()
+    before = _resident_bytes()
+    kept = [
+        (table_key("a1", f"d{n}"), DeviceEntry([DeviceState("a1", f"d{n}")], 0).to_json())
+        for n in range(count)
+    ]
+    gc.collect()
+    per_device = (_resident_bytes() - before) / count
+    assert per_device < 1024, f"{per_device:.0f} bytes per key and value"
+    assert len(kept) == count
