@@ -57,7 +57,7 @@ import orjson
 from pipeline.config import Config, load_config
 from pipeline.kafka.topics import max_message_bytes
 from pipeline.memory import collect_rarely, keep_freed_memory
-from pipeline.sinks.kafka import Headers, RecordTooLarge
+from pipeline.sinks.kafka import Headers, RecordTooLarge, record_size
 from pipeline.streaming.checkpoint import Checkpoint
 from pipeline.streaming.core import StreamingCore
 from pipeline.streaming.partitioning import partition_for
@@ -93,7 +93,7 @@ class DroppingSink:
         headers: Headers | None = None,
     ) -> None:
         """Count one record; RecordTooLarge if over the room."""
-        size = len(key or b"") + len(value) + sum(len(n) + len(d) for n, d in headers or ())
+        size = record_size(key, value, headers)
         if size > self.room:
             raise RecordTooLarge(topic, size, self.room)
         self.records[topic] += 1

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from pipeline.engine import Record
-from pipeline.sinks.kafka import Headers, RecordTooLarge
+from pipeline.sinks.kafka import Headers, RecordTooLarge, record_size
 from pipeline.vocabulary import (
     APP_BACKGROUND,
     APP_FOREGROUND,
@@ -150,7 +150,7 @@ class ListSink:
         headers: Headers | None = None,
     ) -> None:
         """Keep one record; RecordTooLarge if over `room`."""
-        size = len(key or b"") + len(value) + sum(len(n) + len(d) for n, d in headers or ())
+        size = record_size(key, value, headers)
         room = self.rooms.get(topic, self.room)
         if room is not None and size > room:
             raise RecordTooLarge(topic, size, room)

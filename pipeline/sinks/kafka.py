@@ -30,6 +30,14 @@ class RecordTooLarge(Exception):
         self.room = room
 
 
+def record_size(key: bytes | None, value: bytes, headers: Headers | None) -> int:
+    """What a record counts against its topic's max.message.bytes: key, value and headers."""
+    size = len(value) + len(key) if key else len(value)
+    if headers:
+        size += sum(len(name) + len(data) for name, data in headers)
+    return size
+
+
 class RecordSink(Protocol):
     """Where the streaming core writes the records it emits."""
 
@@ -86,9 +94,7 @@ class TransactionalSink:
     ) -> None:
         """Queue one record (sent at the latest by the next `flush`); RecordTooLarge if its
         topic would refuse it."""
-        size = len(value) + len(key) if key else len(value)
-        if headers:
-            size += sum(len(name) + len(data) for name, data in headers)
+        size = record_size(key, value, headers)
         if size > self.room and size > (room := self.rooms.get(topic, self.room)):
             raise RecordTooLarge(topic, size, room)
         if partition is None:
