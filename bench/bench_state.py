@@ -15,7 +15,7 @@ and makes full garbage collections rare.
    SDKs do (`--batch 1`: one plain event per message), keyed by device id. Devices are fed on
    the partition their id hashes to, 10,000 at a time with their messages interleaved, in
    fetches of 500 records. Every `checkpoint_every` messages (and once at the end) a commit does
-   what `pipeline/streaming/checkpoint.py` does: the checkpoint's own `_write_changes` (each
+   what `pipeline/streaming/checkpoint.py` does: the checkpoint's own `write_changes` (each
    changed device serialized and written to the changelog), then `core.committed(saved)`.
 2. Memory: RSS (/proc/self/statm) after gc.collect(), right before the first chunk of devices
    and after the last one; the growth divided by N is the number reported. Each chunk's input
@@ -87,7 +87,7 @@ class DroppingSink:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: Headers | None = None,
@@ -290,7 +290,7 @@ class Feeder:
         """What a checkpoint does to the core: changed devices to the changelog, committed."""
         began = time.perf_counter()
         checkpoint = Checkpoint(self.core, CHANGELOG_TOPIC, GROUP_ID, lambda offsets: None)
-        saved, _ = checkpoint._write_changes(self.sink)  # type: ignore[arg-type]
+        saved, _ = checkpoint.write_changes(self.sink)  # type: ignore[arg-type]
         self.core.committed(saved)
         self.commit_s += time.perf_counter() - began
 

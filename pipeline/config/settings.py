@@ -99,6 +99,10 @@ class WorkerSettings:
     instance_id: str = "worker-1"
     checkpoint_every: int = 5000
     commit_interval_s: float = 1.0
+    # Decoded device states kept between commits (the table's bytes are the one full copy).
+    cached_devices: int = 20_000
+    # A device with no open session and no message for this long leaves the table (0: never).
+    device_ttl_days: float = 400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,8 @@ SECTIONS: Final[dict[str, dict[str, Setting]]] = {
             "web_port": between(1, 65_535),
             "checkpoint_every": at_least(1),
             "commit_interval_s": above(0),
+            "cached_devices": at_least(0),
+            "device_ttl_days": at_least(0),
         },
     ),
 }

@@ -4,7 +4,8 @@ Records emitted since the last commit are in the open transaction already (the s
 them as they fill batches). A checkpoint then
 
 1. waits for the previous checkpoint's changelog markers to be delivered;
-2. writes every device changed since the last commit to the table's changelog, once;
+2. writes every device changed since the last commit to the table's changelog, once, and a
+   tombstone for every device evicted;
 3. flushes the sink: every record of the transaction is with the brokers;
 4. adds the consumed offsets to the transaction;
 5. commits it: outputs, states and offsets become visible together, or not at all;
@@ -57,7 +58,7 @@ class Checkpoint:
         """Commit the open transaction of `producer` (records in `sink`), begin the next."""
         core = self.core
         await self.wait_for_markers()
-        saved, written = self._write_changes(sink)
+        saved, written = self.write_changes(sink)
         await sink.flush()
         offsets = core.uncommitted
         if offsets:
@@ -80,15 +81,17 @@ class Checkpoint:
         if markers:
             await asyncio.gather(*markers)
 
-    def _write_changes(self, sink: TransactionalSink) -> tuple[list[tuple[bytes, bytes]], set[int]]:
-        """Queue the changed devices for the changelog: (key, value) of each, and the
-        changelog partitions written."""
-        saved: list[tuple[bytes, bytes]] = []
+    def write_changes(
+        self, sink: TransactionalSink
+    ) -> tuple[list[tuple[bytes, bytes | None]], set[int]]:
+        """Queue the changes of the device table for the changelog: (key, value) of each
+        device changed, (key, None) of each evicted (a tombstone), and the changelog
+        partitions written."""
+        saved: list[tuple[bytes, bytes | None]] = []
         written: set[int] = set()
-        for key, device in self.core.changes():
-            value = device.to_json()
+        for key, partition, value in self.core.changes():
             try:
-                sink.add(self.changelog, key, value, partition=device.partition)
+                sink.add(self.changelog, key, value, partition=partition)
             except RecordTooLarge as exc:
                 log.error(
                     "device %s: its state is %s, not saved (a restart would find it as it "
@@ -98,5 +101,5 @@ class Checkpoint:
                 )
                 continue
             saved.append((key, value))
-            written.add(device.partition)
+            written.add(partition)
         return saved, written

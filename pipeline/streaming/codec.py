@@ -7,6 +7,7 @@ last message (what `pipeline.streaming.expiry` needs to date its deadline).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,3 +91,28 @@ class DeviceEntry:
         raw = orjson.loads(data)
         states = [state_from_obj(s) for s in raw["states"]]
         return cls(states, raw["partition"], raw["arrival_ms"], raw["latest_ts"])
+
+
+_HEAD = re.compile(rb'\{"partition":(\d+),"arrival_ms":(-?\d+),')
+
+
+def stored_head(value: bytes) -> tuple[int, int]:
+    """The partition and arrival of a table value, read without decoding it (`to_json` writes
+    them first)."""
+    head = _HEAD.match(value)
+    if head is not None:
+        return int(head[1]), int(head[2])
+    raw = orjson.loads(value)
+    return raw["partition"], raw["arrival_ms"]
+
+
+def stored_partition(value: bytes) -> int:
+    """The partition of a table value, read without decoding it."""
+    return stored_head(value)[0]
+
+
+def has_open_session(value: bytes) -> bool:
+    """Whether a table value holds an open session, read without decoding it. Exact: `"open":{`
+    can only be the states' `open` field (inside a JSON string the quotes are escaped, and
+    only an open session holds objects of its users' keys, `attributes`)."""
+    return b'"open":{' in value

@@ -81,3 +81,6 @@ class DeadlineIndex:
 
     def __len__(self) -> int:
         return len(self._scheduled)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._scheduled

@@ -278,6 +278,7 @@ class SessionWorker:
                 clock.now(wall_ms()),
             )
             core.expire(partition)
+        core.evict()  # a slice of the sweep for devices past their time to live
         sink = self.producers.sink if self.producers is not None else None
         pending = core.pending or (sink is not None and not sink.empty)
         if pending and time.monotonic() - self.committed_at >= self.config.worker.commit_interval_s:
