@@ -2,7 +2,8 @@
 
 A table value is JSON: the device's states (one per rules profile, see
 `pipeline.processing.processor`), its partition, and the Kafka timestamp and event time of its
-last message (what `pipeline.streaming.expiry` needs to date its deadline).
+last message (what `pipeline.streaming.expiry` needs to date its deadline). The states leave
+out their app_id and device_id: the key has them (values written with them are read too).
 """
 
 from __future__ import annotations
@@ -74,23 +75,44 @@ class DeviceEntry:
 
     def to_json(self) -> bytes:
         """The table value, as written to the changelog."""
+        first = self.states[0]
+        ids = b'{"app_id":%b,"device_id":%b,' % (
+            orjson.dumps(first.app_id),
+            orjson.dumps(first.device_id),
+        )
+        states = []
+        for state in self.states:
+            data = state_to_json(state)
+            if data.startswith(ids):  # (every state of a device has its ids)
+                data = b"{" + data[len(ids) :]
+            states.append(orjson.Fragment(data))
         return _kept(
             orjson.dumps(
                 {
                     "partition": self.partition,
                     "arrival_ms": self.arrival_ms,
                     "latest_ts": self.latest_ts,
-                    "states": [orjson.Fragment(state_to_json(s)) for s in self.states],
+                    "states": states,
                 }
             )
         )
 
     @classmethod
-    def from_json(cls, data: bytes) -> DeviceEntry:
-        """Inverse of `to_json`."""
+    def from_json(cls, data: bytes, key: bytes) -> DeviceEntry:
+        """Inverse of `to_json`, for the device of table key `key`."""
         raw = orjson.loads(data)
-        states = [state_from_obj(s) for s in raw["states"]]
-        return cls(states, raw["partition"], raw["arrival_ms"], raw["latest_ts"])
+        states = raw["states"]
+        if states and "app_id" not in states[0]:
+            app_id, device_id = orjson.loads(key)
+            for state in states:
+                state["app_id"] = app_id
+                state["device_id"] = device_id
+        return cls(
+            [state_from_obj(s) for s in states],
+            raw["partition"],
+            raw["arrival_ms"],
+            raw["latest_ts"],
+        )
 
 
 _HEAD = re.compile(rb'\{"partition":(\d+),"arrival_ms":(-?\d+),')

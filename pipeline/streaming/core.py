@@ -179,7 +179,7 @@ class StreamingCore:
         if device is None:
             stored = self.stored.get(device_key)
             if stored is not None and self.evicted.pop(device_key, None) is None:
-                device = DeviceEntry.from_json(stored)
+                device = DeviceEntry.from_json(stored, device_key)
             else:  # new, or back before its eviction was committed: starts again either way
                 device = DeviceEntry(self.processor.new_states(app_id, device_id), partition)
             self.devices[device_key] = device
@@ -199,6 +199,8 @@ class StreamingCore:
         if deadline is not None:
             due = due_at(device.arrival_ms, device.latest_ts, deadline, self.grace_ms)
             self.index.schedule(device.partition, key, due)
+        else:
+            self.index.cancel(key)
 
     # Expiry
 
@@ -228,7 +230,7 @@ class StreamingCore:
         if device is None and key not in self.evicted:
             stored = self.stored.get(key)
             if stored:
-                device = self.devices[key] = DeviceEntry.from_json(stored)
+                device = self.devices[key] = DeviceEntry.from_json(stored, key)
         return device
 
     # Eviction
@@ -358,7 +360,7 @@ class StreamingCore:
                 continue
             if stored_partition(stored) not in partitions:
                 continue
-            device = self.devices.get(key) or DeviceEntry.from_json(stored)
+            device = self.devices.get(key) or DeviceEntry.from_json(stored, key)
             self._schedule(key, device)
         self.indexed = self.indexed | partitions
         self._sweep = None

@@ -6,6 +6,8 @@ import gc
 import os
 from typing import Any
 
+import orjson
+
 from pipeline.engine import Applied, DeviceState, SessionConfig, SessionRules
 from pipeline.streaming.codec import DeviceEntry, state_from_json, state_to_json, table_key
 from pipeline.testing import T0, background, event, launch, terminate
@@ -51,7 +53,25 @@ def test_state_round_trips_through_json() -> None:
 def test_a_table_entry_round_trips_with_its_partition_and_arrival() -> None:
     state = run(SessionRules(SessionConfig()), launch(ts=T0))
     entry = DeviceEntry([state], partition=2, arrival_ms=T0 + 5, latest_ts=T0)
-    assert DeviceEntry.from_json(entry.to_json()) == entry
+    assert DeviceEntry.from_json(entry.to_json(), table_key("a1", "d1")) == entry
+
+
+def test_a_table_value_leaves_the_ids_of_its_key_out_and_a_value_with_them_is_read_too() -> None:
+    key = table_key("a1", "d1")
+    states = [run(SessionRules(SessionConfig()), launch(ts=T0)) for _ in range(2)]
+    entry = DeviceEntry(states, partition=1, arrival_ms=T0, latest_ts=T0)
+    value = entry.to_json()
+    assert b'"app_id"' not in value and b'"device_id"' not in value
+    assert DeviceEntry.from_json(value, key) == entry
+    with_ids = orjson.dumps(
+        {
+            "partition": 1,
+            "arrival_ms": T0,
+            "latest_ts": T0,
+            "states": [orjson.Fragment(state_to_json(s)) for s in states],
+        }
+    )
+    assert DeviceEntry.from_json(with_ids, key) == entry
 
 
 def _resident_bytes() -> int:
