@@ -99,6 +99,8 @@ class WorkerSettings:
     instance_id: str = "worker-1"
     checkpoint_every: int = 5000
     commit_interval_s: float = 1.0
+    # Where the device table lives: "rocksdb" (on disk under data_dir) or "memory".
+    store: str = "rocksdb"
     # Decoded device states kept between commits (the table's bytes are the one full copy).
     cached_devices: int = 20_000
     # A device with no open session and no message for this long leaves the table (0: never).
@@ -116,6 +118,9 @@ class Config:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     partners: tuple[Partner, ...] = field(default_factory=lambda: tuple(default_partners()))
 
+
+# `[worker] store`: where the device table lives (pipeline.streaming.stores).
+STORES: Final = ("rocksdb", "memory")
 
 _TIMEOUT: Final = between(MIN_SESSION_TIMEOUT_S, MAX_SESSION_TIMEOUT_S)
 
@@ -159,6 +164,7 @@ SECTIONS: Final[dict[str, dict[str, Setting]]] = {
             "web_port": between(1, 65_535),
             "checkpoint_every": at_least(1),
             "commit_interval_s": above(0),
+            "store": one_of(*STORES),
             "cached_devices": at_least(0),
             "device_ttl_days": at_least(0),
         },

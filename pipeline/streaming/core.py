@@ -48,6 +48,7 @@ from pipeline.streaming.codec import (
 from pipeline.streaming.expiry import DeadlineIndex, PartitionClock, device_now, due_at
 from pipeline.streaming.outputs import ORIGIN_HEADER, TopicWriter
 from pipeline.streaming.partitioning import partition_for
+from pipeline.streaming.stores import RocksTable
 
 log = logging.getLogger("sessionize.worker")
 
@@ -245,15 +246,18 @@ class StreamingCore:
         wall_ms = self.clock()
         if self.ttl_ms <= 0 or wall_ms < self._sweep_after_ms:
             return 0
-        if self._sweep is None:
-            self._sweep = iter(list(self.stored.keys()))
+        if self._sweep is None:  # (a dict's keys are copied: it changes while swept)
+            keys = self.stored.keys()
+            self._sweep = iter(keys) if isinstance(self.stored, RocksTable) else iter(list(keys))
         marked = 0
         seen = 0
         clocks = self.clocks
         for key in islice(self._sweep, budget):
             seen += 1
+            if key == CHECKPOINT_KEY or key in self.dirty:
+                continue
             stored = self.stored.get(key)
-            if not stored or key == CHECKPOINT_KEY or key in self.dirty or has_open_session(stored):
+            if not stored or has_open_session(stored):
                 continue
             partition, arrival_ms = stored_head(stored)
             if partition not in self.indexed:
