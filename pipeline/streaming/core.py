@@ -180,7 +180,7 @@ class StreamingCore:
         if device is None:
             stored = self.stored.get(device_key)
             if stored is not None and self.evicted.pop(device_key, None) is None:
-                device = DeviceEntry.from_json(stored, device_key)
+                device = DeviceEntry.from_value(stored, device_key)
             else:  # new, or back before its eviction was committed: starts again either way
                 device = DeviceEntry(self.processor.new_states(app_id, device_id), partition)
             self.devices[device_key] = device
@@ -231,7 +231,7 @@ class StreamingCore:
         if device is None and key not in self.evicted:
             stored = self.stored.get(key)
             if stored:
-                device = self.devices[key] = DeviceEntry.from_json(stored, key)
+                device = self.devices[key] = DeviceEntry.from_value(stored, key)
         return device
 
     # Eviction
@@ -284,7 +284,7 @@ class StreamingCore:
         for key in self.dirty:
             device = self.devices.get(key)
             if device is not None:
-                yield key, device.partition, device.to_json()
+                yield key, device.partition, device.to_value()
         for key, partition in self.evicted.items():
             yield key, partition, None
 
@@ -364,7 +364,7 @@ class StreamingCore:
                 continue
             if stored_partition(stored) not in partitions:
                 continue
-            device = self.devices.get(key) or DeviceEntry.from_json(stored, key)
+            device = self.devices.get(key) or DeviceEntry.from_value(stored, key)
             self._schedule(key, device)
         self.indexed = self.indexed | partitions
         self._sweep = None

@@ -344,7 +344,7 @@ def test_rollback_puts_changed_devices_back_as_the_table_holds_them() -> None:
     committed = stream.stored[table_key("a1", "d1")]
     stream.send(background("d1", T0 + SECOND), launch("d2", T0))
     stream.core.rollback()
-    assert stream.core.devices[table_key("a1", "d1")] == DeviceEntry.from_json(
+    assert stream.core.devices[table_key("a1", "d1")] == DeviceEntry.from_value(
         committed, table_key("a1", "d1")
     )
     assert table_key("a1", "d2") not in stream.core.devices  # new since the commit: gone

@@ -64,7 +64,7 @@ def test_a_rollback_decodes_uncached_devices_again_from_the_table() -> None:
     stream.send(background("d1", T0 + SECOND))  # read again after the rollback
     ((_, _, value),) = stream.core.changes()
     assert value != committed
-    assert DeviceEntry.from_json(committed, table_key("a1", "d1")).states[0].open is not None
+    assert DeviceEntry.from_value(committed, table_key("a1", "d1")).states[0].open is not None
 
 
 def test_assign_decodes_only_devices_with_a_session_open() -> None:
@@ -182,7 +182,7 @@ def test_a_device_back_before_its_eviction_is_committed_starts_again_and_writes_
     stream.send(launch("d1", back), arrival=back)
     ((key, _, value),) = stream.core.changes()
     assert key == table_key("a1", "d1") and value is not None
-    assert DeviceEntry.from_json(value, key).states[0].session_count == 1
+    assert DeviceEntry.from_value(value, key).states[0].session_count == 1
 
 
 def test_a_rollback_forgets_evictions_not_committed() -> None:
