@@ -44,7 +44,7 @@ def test_version_is_the_packages(capsys: pytest.CaptureFixture[str]) -> None:
             ],
         ),
         (["topics"], ["create", "list", "describe"]),
-        (["demo"], ["--output-dir", "--duration", "--devices", "--rate", "KAFKA_BOOTSTRAP"]),
+        (["demo"], ["--output-dir", "--duration", "--devices", "--rate", "SESSIONIZE_BOOTSTRAP"]),
     ],
 )
 def test_help_explains_the_command_and_its_flags(
