@@ -8,6 +8,7 @@ of a string.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -85,6 +86,17 @@ class TopicSettings:
     replication: int = 1
 
 
+# The instance id of a host whose name is empty (never seen on Linux; kept from before).
+FALLBACK_INSTANCE_ID: Final = "worker-1"
+
+
+def default_instance_id() -> str:
+    """The host name: a StatefulSet pod's own (`sessionize-0`, `sessionize-1`), stable across its
+    restarts, so that its successor fences a zombie of it, and different on every host, so that
+    two workers started with the same config do not fence each other."""
+    return socket.gethostname() or FALLBACK_INSTANCE_ID
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """The streaming worker's own knobs."""
@@ -95,8 +107,9 @@ class WorkerSettings:
     data_dir: str = ".sessionize-data"
     web_port: int = 6066
     web_enabled: bool = False
-    # Names this worker's transactional producer; stable across restarts, unique per worker.
-    instance_id: str = "worker-1"
+    # Names this worker's transactional producer (`<app_id>-<instance_id>`): stable across
+    # restarts, unique per worker.
+    instance_id: str = field(default_factory=default_instance_id)
     checkpoint_every: int = 5000
     commit_interval_s: float = 1.0
     # Where the device table lives: "rocksdb" (on disk under data_dir) or "memory".
