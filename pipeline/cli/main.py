@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from pipeline.cli import consume, demo, offline, produce, topics, worker
+from pipeline.cli import consume, demo, lookup, offline, produce, topics, worker
 from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Command
 from pipeline.config import ConfigError
 
@@ -19,6 +19,7 @@ from pipeline.config import ConfigError
 COMMANDS: tuple[Command, ...] = (
     *offline.COMMANDS,
     worker.WORKER,
+    lookup.LOOKUP,
     produce.PRODUCE,
     consume.CONSUME,
     topics.TOPICS,
