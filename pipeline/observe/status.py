@@ -59,7 +59,8 @@ class WorkerStatus:
         return tuple(sorted({tp.partition for tp in actives if tp.topic == self.inputs[0]}))
 
     def readiness(self) -> Readiness:
-        """Partitions assigned, the table recovered, the producer up (and Kafka answering)."""
+        """Partitions assigned, the table recovered and its devices held, the producer up, and
+        Kafka answering."""
         worker = self.worker
         if worker.stopped:
             return Readiness(False, (), "the worker is stopping")
@@ -71,6 +72,8 @@ class WorkerStatus:
             waiting = "the table's recovery from its changelog"
         elif worker.producers is None or worker.producers.producer is None:
             waiting = "the transactional producer"
+        elif worker.core.indexed != frozenset(partitions):
+            waiting = "the recovered devices to be indexed"
         elif client_noise.in_outage:
             waiting = "Kafka, unreachable"
         else:
