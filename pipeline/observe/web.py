@@ -120,7 +120,7 @@ def routes(worker: SessionWorker, status: WorkerStatus, url: str) -> web.Applica
             client["session"] = aiohttp.ClientSession(timeout=timeout)
         try:
             async with client["session"].get(
-                owner + request.path, headers={FORWARDED: instance}
+                owner + request.raw_path, headers={FORWARDED: instance}
             ) as reply:
                 body = await reply.read()
                 return web.Response(body=body, status=reply.status, content_type="application/json")
