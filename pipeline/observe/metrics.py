@@ -6,9 +6,14 @@ aborted transaction's messages are read again, and counting them twice would say
 wrote what nobody will ever read. What the worker holds (devices, open sessions, partitions,
 input lag) is read from it at each scrape.
 
-The streaming core is watched at three points, set once by `instrument` (the only place that
-knows them): its `apply` (messages, per input partition), its processor's `expire` (how late
-a session_end came after its deadline), and the sink its writer sends records to.
+The streaming core is watched where it hands over whole batches, set once by `instrument`
+(the only place that knows them): its `apply` (messages, per input partition), its writer's
+`send_outputs` (a device's pipeline records: events applied, sessions started and ended) and
+`write_dead_letter`, and its processor's `expire` (how late a session_end came after its
+deadline); `counting` counts records per topic as the sink ships each record batch. A
+per-record wrapper of the sink cost 13% more CPU per event with the five default partners
+(4.8 us of 36, in-process, interleaved rounds); these hooks showed no difference beyond the
+noise of the same measurement.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-import orjson
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
@@ -32,8 +37,9 @@ from prometheus_client.registry import Collector
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
 from pipeline.processing.processor import Outputs
-from pipeline.sinks.kafka import Headers, RecordSink
+from pipeline.sinks.kafka import TransactionalSink
 from pipeline.streaming.core import FetchedRecord, StreamingCore
+from pipeline.vocabulary import SESSION_END, SESSION_START
 
 # No `_created` series beside every counter: Prometheus does not need them (process-wide).
 disable_created_metrics()
@@ -59,6 +65,7 @@ class _Tally:
 
     messages: Counter[str] = field(default_factory=Counter)  # input topic -> messages
     records: Counter[str] = field(default_factory=Counter)  # output topic -> records
+    events: int = 0  # applied
     started: int = 0
     ended: Counter[str] = field(default_factory=Counter)  # end_reason -> sessions
     dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> dead letters
@@ -131,7 +138,7 @@ class WorkerMetrics:
         self.duplicates_seen = 0  # the step's duplicate count at the last commit or rollback
         self.core: StreamingCore | None = None
         self.last_arrival: dict[tuple[str, int], int] = {}  # Kafka timestamp, per partition
-        self._counting: _CountingSink | None = None
+        self._counted: TransactionalSink | None = None
         # Counted since the start (committed): for the progress lines.
         self.totals: Counter[str] = Counter()
 
@@ -153,6 +160,10 @@ class WorkerMetrics:
         deadline = core.processor.profiles[0].rules.deadline
         pending = self.pending
         last_arrival = self.last_arrival
+        writer = core.writer
+        send_outputs = writer.send_outputs
+        write_dead_letter = writer.write_dead_letter
+        ended = pending.ended
 
         def counted_apply(tp: tuple[str, int], records: Sequence[FetchedRecord], start: int) -> int:
             applied = apply(tp, records, start)
@@ -167,18 +178,40 @@ class WorkerMetrics:
             if due is not None and now_ts >= due:  # (the rules closed it)
                 pending.lateness_s.append((now_ts - due + self.grace_ms) / 1000)
 
+        def counted_outputs(out: Outputs, device_id: str) -> None:
+            for record in out.pipeline_records:  # an enriched event, or a session record
+                kind = record["type"]
+                if kind == SESSION_START:
+                    pending.started += 1
+                elif kind == SESSION_END:
+                    ended[record["end_reason"]] += 1
+                else:
+                    pending.events += 1
+            send_outputs(out, device_id)
+
+        def counted_dead_letter(key: bytes | None, dead_letter: Record) -> None:
+            pending.dead_letters[dead_letter["reason"]] += 1
+            write_dead_letter(key, dead_letter)
+
         core.apply = counted_apply  # type: ignore[method-assign]
         core.processor.expire = timed_expire  # type: ignore[method-assign]
+        writer.send_outputs = counted_outputs  # type: ignore[method-assign]
+        writer.write_dead_letter = counted_dead_letter  # type: ignore[method-assign]
 
-    def counting(self, sink: RecordSink) -> RecordSink:
-        """`sink`, with the records it takes tallied per topic."""
-        counting = self._counting
-        if counting is None or counting.inner is not sink:  # (a new producer's sink)
-            counting = _CountingSink(
-                sink, self.pending, self.topics.sessions, self.topics.deadletter
-            )
-            self._counting = counting
-        return counting
+    def counting(self, sink: TransactionalSink) -> TransactionalSink:
+        """`sink`, with the records of each batch it ships tallied per topic."""
+        if sink is self._counted:
+            return sink
+        ship = sink._ship
+        records = self.pending.records
+
+        async def counted_ship(slot: tuple[str, int], builder: Any) -> None:
+            records[slot[0]] += builder.record_count()
+            await ship(slot, builder)
+
+        sink._ship = counted_ship  # type: ignore[method-assign]
+        self._counted = sink
+        return sink
 
     def committed(self) -> None:
         """The open transaction committed: what it carried is counted."""
@@ -189,9 +222,8 @@ class WorkerMetrics:
             totals["messages"] += count
         for topic, count in tally.records.items():
             self.records.labels(topic).inc(count)
-        enriched = tally.records.get(self.topics.enriched, 0)
-        self.events_applied.inc(enriched)  # each applied event has one enriched record
-        totals["events"] += enriched
+        self.events_applied.inc(tally.events)
+        totals["events"] += tally.events
         if tally.started:
             self.sessions_started.inc(tally.started)
         for reason, count in tally.ended.items():
@@ -219,43 +251,11 @@ class WorkerMetrics:
         tally = self.pending
         tally.messages.clear()
         tally.records.clear()
+        tally.events = 0
         tally.started = 0
         tally.ended.clear()
         tally.dead_letters.clear()
         tally.lateness_s.clear()
-
-
-class _CountingSink:
-    """A sink that tallies what it takes; session records and dead letters by their kind."""
-
-    __slots__ = ("deadletter", "inner", "records", "sessions", "tally")
-
-    def __init__(self, inner: RecordSink, tally: _Tally, sessions: str, deadletter: str) -> None:
-        self.inner = inner
-        self.tally = tally
-        self.records = tally.records
-        self.sessions = sessions
-        self.deadletter = deadletter
-
-    def add(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        timestamp_ms: int | None = None,
-        headers: Headers | None = None,
-    ) -> None:
-        self.inner.add(topic, key, value, partition, timestamp_ms, headers)
-        self.records[topic] += 1
-        if topic == self.sessions:
-            record: Record = orjson.loads(value)
-            if record.get("type") == "session_start":
-                self.tally.started += 1
-            else:
-                self.tally.ended[str(record.get("end_reason"))] += 1
-        elif topic == self.deadletter:
-            self.tally.dead_letters[str(orjson.loads(value).get("reason"))] += 1
 
 
 class _HeldCollector(Collector):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Config, WorkerSettings
@@ -38,7 +40,7 @@ class Observed:
         self.metrics = WorkerMetrics(self.config)
         self.metrics.instrument(self.core)
         self.sink = ListSink()
-        self.core.writer.sink = self.metrics.counting(self.sink)
+        self.core.writer.sink = self.sink
         self.core.reindex(frozenset({0}))
         self.offset = 0
 
@@ -82,17 +84,44 @@ def test_a_committed_transaction_counts_events_duplicates_sessions_and_dead_lett
     )
     assert world.value("sessionize_events_applied_total") == 0  # nothing committed yet
     world.commit()
-    config = world.config.topics
     assert world.value("sessionize_input_messages_total", topic=INPUT) == 6
     assert world.value("sessionize_events_applied_total") == 4
     assert world.value("sessionize_duplicates_total") == 1
     assert world.value("sessionize_sessions_started_total") == 2
     assert world.value("sessionize_sessions_ended_total", reason="terminate") == 1
     assert world.value("sessionize_dead_letters_total", reason="malformed_json") == 1
-    assert world.value("sessionize_records_written_total", topic=config.sessions) == len(
-        world.sink.on(config.sessions)
-    )
-    assert world.value("sessionize_records_written_total", topic=config.enriched) == 4
+
+
+class Batch:
+    def __init__(self, records: int) -> None:
+        self.records = records
+
+    def record_count(self) -> int:
+        return self.records
+
+
+class ShippingSink:
+    """What `counting` needs of a TransactionalSink: the coroutine that ships one batch."""
+
+    def __init__(self) -> None:
+        self.shipped: list[tuple[str, int]] = []
+
+    async def _ship(self, slot: tuple[str, int], builder: Batch) -> None:
+        self.shipped.append(slot)
+
+
+async def test_records_are_counted_per_topic_as_their_batches_ship() -> None:
+    world = Observed()
+    sink: Any = ShippingSink()
+    assert world.metrics.counting(sink) is world.metrics.counting(sink)  # wrapped once
+    await sink._ship(("sessions", 0), Batch(3))
+    await sink._ship(("sessions", 1), Batch(2))
+    await sink._ship(("partner.x", 0), Batch(7))
+    assert world.value("sessionize_records_written_total", topic="sessions") == 0
+    world.commit()
+    assert sink.shipped == [("sessions", 0), ("sessions", 1), ("partner.x", 0)]
+    assert world.value("sessionize_records_written_total", topic="sessions") == 5
+    assert world.value("sessionize_records_written_total", topic="partner.x") == 7
 
 
 def test_an_aborted_transaction_counts_nothing_and_its_replay_counts_once() -> None:
