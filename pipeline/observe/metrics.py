@@ -104,7 +104,7 @@ class WorkerMetrics:
         )
         self.records = PromCounter(
             "sessionize_records_written",
-            "Records committed to each output topic",
+            "Records committed to each topic the worker writes (the table's changelog too)",
             ["topic"],
             registry=r,
         )
