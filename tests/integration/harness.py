@@ -65,7 +65,9 @@ class Pipeline:
             f"web_port = {self.settings.get('web_port', 0)}",  # 0: a free port each
             f'data_dir = "{self.directory / "data"}"',
         ]
-        lines += [f"{k} = {v!r}" for k, v in self.settings.get("worker", {}).items()]
+        # A fixed instance id (the default is the host name), which tests name.
+        worker = {"instance_id": "worker-1", **self.settings.get("worker", {})}
+        lines += [f"{k} = {v!r}" for k, v in worker.items()]
         for partner in self.settings.get(
             "partners", [{"name": "canonical", "format": "canonical"}]
         ):
