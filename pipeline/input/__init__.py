@@ -8,7 +8,13 @@ from pipeline.input.dead_letters import (
     dead_letter,
     encode_payload,
 )
-from pipeline.input.events import MAX_DEPTH_LIMIT, Limits, ParsedMessage, parse_message
+from pipeline.input.events import (
+    MAX_DEPTH_LIMIT,
+    Limits,
+    ParsedMessage,
+    parse_document,
+    parse_message,
+)
 from pipeline.vocabulary import TOO_LARGE
 
 __all__ = [
@@ -22,5 +28,6 @@ __all__ = [
     "batch_event_as_sent",
     "dead_letter",
     "encode_payload",
+    "parse_document",
     "parse_message",
 ]

@@ -103,6 +103,17 @@ def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> Par
         document = _loads(message)
     except orjson.JSONDecodeError as exc:
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, f"not valid JSON: {exc}")])
+    return parse_document(message, document, now_ms, limits)
+
+
+def parse_document(
+    message: bytes, document: Any, now_ms: int, limits: Limits = Limits()
+) -> ParsedMessage:
+    """`parse_message` for a message already decoded into `document` (within the size limit).
+
+    For a caller that decodes first to decide whether the message is its own (offline
+    `--jobs`): the message is not decoded twice.
+    """
     if type(document) is not dict:
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])

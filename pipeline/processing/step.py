@@ -19,7 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.engine import Applied, Record
-from pipeline.input import Limits, Rejection, attribute_rejection, dead_letter, parse_message
+from pipeline.input import (
+    Limits,
+    ParsedMessage,
+    Rejection,
+    attribute_rejection,
+    dead_letter,
+    parse_message,
+)
 
 # Applies one valid event to its device; None: not applied here (for another partition).
 EventApplier = Callable[[Record], Applied | None]
@@ -49,7 +56,15 @@ class MessageStep:
         positions of the events of a message forwarded to this partition (the events of its
         original batch, in order), which its rejections name instead of their own positions.
         """
-        parsed = parse_message(message, now_ms, limits)
+        return self.apply(parse_message(message, now_ms, limits), message, forwarded_indices)
+
+    def apply(
+        self,
+        parsed: ParsedMessage,
+        message: bytes,
+        forwarded_indices: list[int | None] | None = None,
+    ) -> list[Rejection]:
+        """`run` for a message already parsed (offline `--jobs` decodes it to find its device)."""
         rejections = parsed.rejections
         if self.elsewhere:
             self.elsewhere = []
