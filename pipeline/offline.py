@@ -101,7 +101,10 @@ class _Devices:
         self.new_states = processor.new_states
         self.processor_apply = processor.apply
         self.out = out
+        self.records = out.pipeline_records
         self.states: dict[tuple[str, str], list[DeviceState]] = {}
+        rules = processor.only_rules  # the rules alone: called with no processor in between
+        self.rules_apply = rules.apply if rules is not None else None
 
     def apply(self, event: Record) -> Applied:
         """Apply a valid event to its device (the step's `apply_event`)."""
@@ -109,6 +112,8 @@ class _Devices:
         states = self.states.get(key)
         if states is None:
             states = self.states[key] = self.new_states(*key)
+        if self.rules_apply is not None:
+            return self.rules_apply(states[0], event, self.records, in_place=True)
         return self.processor_apply(states, event, self.out)
 
 

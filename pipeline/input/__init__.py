@@ -10,9 +10,9 @@ from pipeline.input.dead_letters import (
 )
 from pipeline.input.events import (
     MAX_DEPTH_LIMIT,
+    NOT_DECODED,
     Limits,
     ParsedMessage,
-    parse_document,
     parse_message,
 )
 from pipeline.vocabulary import TOO_LARGE
@@ -20,6 +20,7 @@ from pipeline.vocabulary import TOO_LARGE
 __all__ = [
     "MAX_DEPTH_LIMIT",
     "MIN_DEAD_LETTER_PAYLOAD_BYTES",
+    "NOT_DECODED",
     "TOO_LARGE",
     "Limits",
     "ParsedMessage",
@@ -28,6 +29,5 @@ __all__ = [
     "batch_event_as_sent",
     "dead_letter",
     "encode_payload",
-    "parse_document",
     "parse_message",
 ]

@@ -49,6 +49,7 @@ _SCHEMA_FIELDS: Final = frozenset(load_schema("event")["properties"])
 _batch_schema = validator("batch")
 _loads = orjson.loads
 _NO_REJECTIONS: Final[list[Rejection]] = []  # shared: never appended to
+NOT_DECODED: Final[Any] = object()  # parse_message's `document` when the caller has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,29 +92,24 @@ class ParsedMessage:
         return self.indices[position]
 
 
-def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> ParsedMessage:
+def parse_message(
+    message: bytes, now_ms: int, limits: Limits = Limits(), document: Any = NOT_DECODED
+) -> ParsedMessage:
     """Split a raw message (one event or a batch) into valid events and rejections.
 
-    `now_ms` is the processing time, for the future-skew check.
+    `now_ms` is the processing time, for the future-skew check. `document`: the message as
+    orjson decoded it, for a caller that decodes first to see whose message it is (offline
+    `--jobs`), and only for a message within `max_event_bytes`: it is not decoded twice.
     """
-    if len(message) > limits.max_event_bytes:
-        error = f"message is {len(message)} bytes, over max_event_bytes={limits.max_event_bytes}"
-        return ParsedMessage([], None, [Rejection(TOO_LARGE, error)])
-    try:
-        document = _loads(message)
-    except orjson.JSONDecodeError as exc:
-        return ParsedMessage([], None, [Rejection(MALFORMED_JSON, f"not valid JSON: {exc}")])
-    return parse_document(message, document, now_ms, limits)
-
-
-def parse_document(
-    message: bytes, document: Any, now_ms: int, limits: Limits = Limits()
-) -> ParsedMessage:
-    """`parse_message` for a message already decoded into `document` (within the size limit).
-
-    For a caller that decodes first to decide whether the message is its own (offline
-    `--jobs`): the message is not decoded twice.
-    """
+    if document is NOT_DECODED:
+        if len(message) > limits.max_event_bytes:
+            size = len(message)
+            error = f"message is {size} bytes, over max_event_bytes={limits.max_event_bytes}"
+            return ParsedMessage([], None, [Rejection(TOO_LARGE, error)])
+        try:
+            document = _loads(message)
+        except orjson.JSONDecodeError as exc:
+            return ParsedMessage([], None, [Rejection(MALFORMED_JSON, f"not valid JSON: {exc}")])
     if type(document) is not dict:
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])

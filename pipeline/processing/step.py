@@ -20,8 +20,8 @@ from typing import Any
 
 from pipeline.engine import Applied, Record
 from pipeline.input import (
+    NOT_DECODED,
     Limits,
-    ParsedMessage,
     Rejection,
     attribute_rejection,
     dead_letter,
@@ -42,6 +42,7 @@ class MessageStep:
         # Events of the last message `apply_event` left alone, and their batch positions.
         self.elsewhere: list[Record] = []
         self.elsewhere_indices: list[int | None] = []
+        self.parse_rejections: list[Rejection] = []  # the last message's, before the rules'
 
     def run(
         self,
@@ -49,23 +50,18 @@ class MessageStep:
         now_ms: int,
         limits: Limits,
         forwarded_indices: list[int | None] | None = None,
+        document: Any = NOT_DECODED,
     ) -> list[Rejection]:
         """Parse and apply one message; returns its rejections (do not change the list).
 
         `now_ms` is the processing time (future-skew check). `forwarded_indices`: the batch
         positions of the events of a message forwarded to this partition (the events of its
         original batch, in order), which its rejections name instead of their own positions.
+        `document`: the message already decoded (see `parse_message`). The rejections of
+        parsing come first in the list; `parse_rejections` holds those.
         """
-        return self.apply(parse_message(message, now_ms, limits), message, forwarded_indices)
-
-    def apply(
-        self,
-        parsed: ParsedMessage,
-        message: bytes,
-        forwarded_indices: list[int | None] | None = None,
-    ) -> list[Rejection]:
-        """`run` for a message already parsed (offline `--jobs` decodes it to find its device)."""
-        rejections = parsed.rejections
+        parsed = parse_message(message, now_ms, limits, document)
+        rejections = self.parse_rejections = parsed.rejections
         if self.elsewhere:
             self.elsewhere = []
             self.elsewhere_indices = []

@@ -4,9 +4,10 @@ Sessions are independent per device, so N processes each run the rules for the d
 id hashes to them (`pipeline.sharded.shard`), every one reading the whole input. Each writes
 its records with the key that says where a single run would have written them (the input line,
 the event's position in a batch, or the device's first line for what the end of the input
-closes: `pipeline.sharded.keyed`) to files of its own; a k-way merge on those keys then writes
-the output directory (`pipeline.sharded.merge`), one output file per process. Memory stays
-bounded: the shards flush every few thousand records and the merge holds a chunk per shard.
+closes: `pipeline.sharded.keyed`) to files of its own; a k-way merge on those keys writes the
+output directory (`pipeline.sharded.merge`), one process per output file, following the
+shards' files as they grow. Memory stays bounded: the shards flush every few thousand records
+and the merge holds a chunk per shard.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import IO
 from pipeline.config import Config
 from pipeline.offline import Summary
 from pipeline.processing.processor import Processor
+from pipeline.sharded.keyed import ABORTED
 from pipeline.sharded.merge import DEAD_LETTER_STREAM, merge_pipeline, merge_stream, partner_stream
 from pipeline.sharded.shard import ShardTask, run_shard, shard_of
 from pipeline.sinks.files import (
@@ -70,10 +72,18 @@ def run_sharded(
             ShardTask(input_path, work_dir, config, now_ms, jobs, index) for index in range(jobs)
         ]
         context = multiprocessing.get_context(method or start_method())
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            summaries = list(pool.map(run_shard, tasks))
-            shard_dirs = [work_dir / f"shard-{index}" for index in range(jobs)]
-            for merge in _merges(pool, shard_dirs, output_dir, config):
+        shard_dirs = [work_dir / f"shard-{index}" for index in range(jobs)]
+        outputs = Processor(config.sessions, config.partners).new_outputs()
+        merges = 2 + len(outputs.partners)  # they mostly wait: they follow the shards' files
+        with ProcessPoolExecutor(max_workers=jobs + merges, mp_context=context) as pool:
+            merged = _merges(pool, shard_dirs, output_dir, config)
+            shards = [pool.submit(run_shard, task) for task in tasks]
+            try:
+                summaries = [shard.result() for shard in shards]
+            except BaseException:
+                (work_dir / ABORTED).touch()  # the merges stop waiting for it
+                raise
+            for merge in merged:
                 merge.result()
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,16 +1,20 @@
 """One shard of an offline `--jobs N` run: the devices whose id hashes to this shard.
 
-Every shard reads the whole input and decodes each line to find its device (orjson: the
-cheapest exact way); it runs the one-message step only for its own lines, and writes what it
-emits as keyed streams (`pipeline.sharded.keyed`) for the merge. Whose line is it:
+Every shard reads the whole input and finds each line's device; it runs the one-message step
+only for its own lines, and writes what it emits as keyed streams (`pipeline.sharded.keyed`)
+for the merge. Whose line is it (every shard decides the same way, from the bytes alone):
 
-- a single event with a string `device_id`: that device's shard;
-- a batch with a string `device_id` that names no other device (the only `"device_id"` in the
-  bytes, and no backslash, so no escaped key can hide another one): that device's shard;
-- any other batch ("mixed"): every shard runs it and applies only its own devices' events;
-  parse rejections go to shard 0, refused events to their device's shard;
-- anything else (too large, not JSON, not an object, no usable `device_id`): shard 0, which
-  writes its dead letters (such a line has no valid event).
+- a line of 256 bytes or more with no backslash and a single `"device_id":"` in it: the shard of
+  the string that follows (no backslash, so no escaped key can name another device; a valid
+  event of that line can only have that device, from its own field or its batch's);
+- otherwise the line is decoded by orjson (cheaper than the scan for a short line), and
+  - a single event with a string `device_id` goes to that device's shard;
+  - a batch with a string `device_id` that names no other device (the only `"device_id"` in
+    the bytes, and no backslash) goes to that device's shard;
+  - any other batch is "mixed": every shard runs it and applies only its own devices' events;
+    parse rejections go to shard 0, refused events to their device's shard;
+  - anything else (too large, not JSON, not an object, no usable `device_id`) goes to shard 0,
+    which writes its dead letters (such a line has no valid event).
 
 Sessions are independent per device, so each shard applies exactly the events a single run
 would apply to its devices, in the same order: the merged outputs are the same bytes.
@@ -30,7 +34,7 @@ import orjson
 
 from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
-from pipeline.input import parse_document, parse_message
+from pipeline.input import NOT_DECODED
 from pipeline.memory import keep_freed_memory
 from pipeline.offline import Summary, count_outputs, line_blocks
 from pipeline.processing.processor import Outputs, Processor
@@ -42,8 +46,8 @@ from pipeline.sinks.files import json_line
 
 _FLUSH_RECORDS = 2048
 _MIXED = -1  # a batch whose events may belong to several shards
-_NOT_DECODED: Any = object()
 _CACHE_LIMIT = 1 << 20  # device ids whose shard is remembered
+_SCAN_BYTES = 256  # from this long, a line's device is looked for in its bytes first
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +137,8 @@ class _Shard:
         processor = Processor(task.config.sessions, task.config.partners)
         self.processor = processor
         self.out = processor.new_outputs()
+        rules = processor.only_rules
+        self.rules_apply = rules.apply if rules is not None else None
         self.summary = Summary()
         self.writer = _ShardWriter(task, self.out, self.summary)
         self.states: dict[tuple[str, str], list[DeviceState]] = {}
@@ -141,16 +147,25 @@ class _Shard:
         self.position = 0  # the next event's position in a mixed batch
         self.line_key = 0
         self.shards: dict[str, int] = {}
+        self.scanned: dict[bytes, int] = {}
         max_payload = task.config.limits.max_dead_letter_payload_bytes
         self.step = MessageStep(self.apply, max_payload)
         self.mixed_step = MessageStep(self.apply_mixed, max_payload)
 
     def shard(self, device_id: str) -> int:
+        """The shard of `device_id`, remembered."""
         shard = self.shards.get(device_id)
         if shard is None:
             if len(self.shards) >= _CACHE_LIMIT:
                 self.shards.clear()
             shard = self.shards[device_id] = shard_of(device_id, self.jobs)
+        return shard
+
+    def shard_of_bytes(self, device_id: bytes) -> int:
+        """The shard of the device named by `device_id` (its UTF-8), remembered."""
+        if len(self.scanned) >= _CACHE_LIMIT:
+            self.scanned.clear()
+        shard = self.scanned[device_id] = zlib.crc32(device_id) % self.jobs
         return shard
 
     def apply(self, event: Record) -> Applied:
@@ -160,6 +175,8 @@ class _Shard:
         if states is None:
             states = self.states[key] = self.processor.new_states(*key)
             self.first_keys.append(self.key)
+        if self.rules_apply is not None:  # as offline's _Devices: the rules alone, directly
+            return self.rules_apply(states[0], event, self.out.pipeline_records, in_place=True)
         return self.processor.apply(states, event, self.out)
 
     def apply_mixed(self, event: Record) -> Applied | None:
@@ -171,16 +188,6 @@ class _Shard:
         verdict = self.apply(event)
         self.writer.marks.mark(self.key)
         return verdict
-
-    def owner(self, message: bytes, document: Any) -> int:
-        """Whose line `message` is (`_MIXED`: every shard's), from its decoded `document`."""
-        if type(document) is not dict:
-            return 0
-        device_id = document.get("device_id")
-        if "events" in document and "type" not in document:
-            sure = b"\\" not in message and message.count(b'"device_id"') == 1
-            return self.shard(device_id) if sure and type(device_id) is str else _MIXED
-        return self.shard(device_id) if type(device_id) is str else 0
 
 
 def run_shard(task: ShardTask) -> Summary:
@@ -201,42 +208,71 @@ def _run(shard: _Shard) -> None:
     limits = task.config.limits
     max_bytes = limits.max_event_bytes
     keys = SequenceKeys.for_message_bytes(max_bytes)
+    stride = keys.stride
     emitted = shard.out.pipeline_records
-    mark = writer.marks.mark
+    marks = writer.marks
+    mark, mark_keys, pipeline_ends = marks.mark, marks.keys, marks.ends[0]
+    simple = len(marks.ends) == 1  # only the pipeline's records: mark them inline
     dead, dead_keys = writer.dead_letters, writer.dead_keys
-    step, now_ms, loads = shard.step, task.now_ms, orjson.loads
-    decode_error = orjson.JSONDecodeError
+    run_step, dead_letter = shard.step.run, shard.step.dead_letter
+    now_ms, loads, decode_error = task.now_ms, orjson.loads, orjson.JSONDecodeError
+    shards, shard_of_new = shard.shards, shard.shard
+    scanned, shard_of_bytes = shard.scanned, shard.shard_of_bytes
     number = 0
     with task.input_path.open("rb") as source:
         for block in line_blocks(source):
             first = number + 1
             for number, message in enumerate(block, start=first):
-                document = _NOT_DECODED
+                # Whose line is it (see the module's docstring)? Inline: every shard does
+                # this for every line.
                 owner = 0
-                if len(message) <= max_bytes:
+                document = NOT_DECODED
+                size = len(message)
+                if size >= _SCAN_BYTES and b"\\" not in message:
+                    # a long line (a batch): finding its one device in the bytes is cheaper
+                    # than decoding it, for the shards that do not keep it
+                    at = message.find(b'"device_id":"')
+                    if at >= 0 and message.count(b'"device_id"') == 1:
+                        at += 13
+                        named = message[at : message.find(b'"', at)]
+                        known = scanned.get(named)
+                        owner = shard_of_bytes(named) if known is None else known
+                        size = -1  # owned
+                if 0 <= size <= max_bytes:
                     try:
                         document = loads(message)
                     except decode_error:
                         pass
                     else:
-                        owner = shard.owner(message, document)
+                        if type(document) is dict:
+                            device_id = document.get("device_id")
+                            batch = "events" in document and "type" not in document
+                            if type(device_id) is str:
+                                known = shards.get(device_id)
+                                owner = shard_of_new(device_id) if known is None else known
+                                if batch and (
+                                    b"\\" in message or message.count(b'"device_id"') != 1
+                                ):
+                                    owner = _MIXED
+                            elif batch:
+                                owner = _MIXED
                 if owner == index:
-                    shard.key = key = keys.line(number)
-                    parsed = (
-                        parse_message(message, now_ms, limits)
-                        if document is _NOT_DECODED
-                        else parse_document(message, document, now_ms, limits)
-                    )
-                    rejections = step.apply(parsed, message)
-                    mark(key)
+                    shard.key = key = number * stride
+                    rejections = run_step(message, now_ms, limits, None, document)
+                    if simple:
+                        mark_keys.append(key)
+                        pipeline_ends.append(len(emitted))
+                    else:
+                        mark(key)
                     if rejections:
                         origin = {"line": number}
-                        dead.extend(step.dead_letter(r, message, origin) for r in rejections)
+                        dead.extend(dead_letter(r, message, origin) for r in rejections)
                         dead_keys.extend(repeat(key, len(rejections)))
                 elif owner == _MIXED:
-                    _run_mixed(shard, keys.line(number), number, message, document)
+                    _run_mixed(shard, number * stride, number, message, document)
                 if len(emitted) >= _FLUSH_RECORDS or len(dead) >= _FLUSH_RECORDS:
                     writer.write()
+            keys.check(number)
     for states, first_key in zip(shard.states.values(), shard.first_keys, strict=True):
         shard.processor.close_at_end(states, shard.out)
         mark(END + first_key)
@@ -244,20 +280,20 @@ def _run(shard: _Shard) -> None:
             writer.write()
     writer.write()
     shard.summary.lines = number
-    shard.summary.duplicates = sum(s.verdicts[Applied.DUPLICATE] for s in (step, shard.mixed_step))
+    steps = (shard.step, shard.mixed_step)
+    shard.summary.duplicates = sum(step.verdicts[Applied.DUPLICATE] for step in steps)
 
 
 def _run_mixed(shard: _Shard, line_key: int, number: int, message: bytes, document: Any) -> None:
     """A batch every shard runs: each applies its own devices' events."""
     task = shard.task
-    parsed = parse_document(message, document, task.now_ms, task.config.limits)
     shard.line_key = line_key
     shard.position = 0
     step = shard.mixed_step
-    rejections = step.apply(parsed, message)
+    rejections = step.run(message, task.now_ms, task.config.limits, None, document)
     if not rejections:
         return
-    parse_rejections = len(parsed.rejections)  # the first ones: shard 0 writes them
+    parse_rejections = len(step.parse_rejections)  # the first ones: shard 0 writes them
     origin = {"line": number}
     writer = shard.writer
     for position, rejection in enumerate(rejections):

@@ -17,6 +17,7 @@ from pipeline.cli.main import main
 from pipeline.config import load_config
 from pipeline.input import Limits
 from pipeline.sharded import run_sharded, shard_of
+from pipeline.sharded import shard as shard_module
 from pipeline.workload.generator import WorkloadSpec, generate_messages
 
 NOW = 1_800_000_000_000  # after every generated event
@@ -85,6 +86,7 @@ def tricky_lines() -> list[bytes]:
         + str(T0 + 6_002).encode()
         + b"}]}"
     )
+    long_hidden = hidden.replace(b'"h1"', b'"h2","name":"' + b"n" * 300 + b'"')  # scanned
     twice = (
         b'{"app_id":"app-a","device_id":"' + A.encode() + b'","device_id":"' + B.encode() + b'",'
         b'"events":[{"event_id":"t1","type":"screen_view","ts":' + str(T0 + 7_000).encode() + b"}]}"
@@ -108,6 +110,7 @@ def tricky_lines() -> list[bytes]:
         escaped_batch,
         escaped_event,
         hidden,
+        long_hidden,
         twice,
         dumps(not_a_string),
         dumps(event("f1", 10 * 86_400_000)),  # in the future
@@ -166,7 +169,7 @@ def test_the_workload_has_every_kind_of_input(single: tuple[Path, dict[str, byte
     assert set(summary["partner_records"]) == {"amplitude", "braze", "canonical", "ga4", "mixpanel"}
     enriched = [orjson.loads(line) for line in files["enriched.jsonl"].splitlines()]
     mixed = {r["event_id"]: r["device_id"] for r in enriched if r["event_id"][0] in "msh"}
-    assert mixed.items() >= {"m1": A, "m2": C, "m5": B, "s1": B, "s2": C, "h1": B}.items()
+    assert mixed.items() >= {"m1": A, "m2": C, "m5": B, "s1": B, "s2": C, "h1": B, "h2": B}.items()
     dead = [orjson.loads(line) for line in files["dead_letter.jsonl"].splitlines()]
     refused = [d["payload"] for d in dead if d["reason"] == "attribute_not_numeric"]
     assert any('"m4"' in payload for payload in refused)
@@ -207,3 +210,17 @@ def test_more_jobs_than_devices_and_an_empty_input(tmp_path: Path) -> None:
     expected = run_cli(empty, tmp_path / "one", "--jobs", "1")
     assert run_cli(empty, tmp_path / "many", "--jobs", "5") == expected
     assert expected["sessions.jsonl"] == b"" and len(expected) == 9
+
+
+def test_a_failing_shard_fails_the_run_and_leaves_no_work_files(
+    single: tuple[Path, dict[str, bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, _ = single
+
+    def fail(*_args: Any) -> None:
+        raise RuntimeError("a shard could not start")
+
+    monkeypatch.setattr(shard_module._Shard, "__init__", fail)  # forked: the shards see it
+    with source.open("rb") as handle, pytest.raises(RuntimeError, match="could not start"):
+        run_sharded(handle, tmp_path, load_config(None, env={}), NOW, 2, method="fork")
+    assert not list(tmp_path.glob(".sessionize-jobs-*"))
