@@ -95,7 +95,7 @@ class Aborted(Exception):
 
 @dataclass(slots=True)
 class Chunk:
-    """Consecutive records of one stream: lines without their newlines, keys, flags."""
+    """Consecutive records of one stream: lines (each ending in its newline), keys, flags."""
 
     lines: list[bytes]
     keys: list[int]
@@ -117,8 +117,9 @@ class StreamReader:
         """The stream's records, in order, a chunk at a time (none empty)."""
         try:
             for block in self._blocks():
-                lines = (self._rest + block).split(b"\n")
-                self._rest = lines.pop()
+                # orjson writes no raw CR or LF inside a record: each line is one record
+                lines = (self._rest + block).splitlines(keepends=True)
+                self._rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
                 if not lines:
                     continue  # a record longer than a read: complete it with the next
                 keys: array[int] = array(KEY_TYPE)

@@ -26,8 +26,8 @@ def partner_stream(name: str) -> str:
     return f"partner-{name}"
 
 
-def merged_chunks(readers: list[StreamReader]) -> Iterator[Chunk]:
-    """The records of every reader's stream in key order, a chunk at a time."""
+def merged_chunks(readers: list[StreamReader]) -> Iterator[tuple[list[bytes], bytes]]:
+    """The records of every reader's stream in key order, a chunk at a time: (lines, flags)."""
     sources = [reader.chunks() for reader in readers]
     held: list[tuple[Chunk, int] | None] = [_first(source) for source in sources]
     while True:
@@ -56,23 +56,20 @@ def _piece(chunk: Chunk, start: int, cut: int) -> Chunk:
     return Chunk(chunk.lines[start:cut], chunk.keys[start:cut], chunk.flags[start:cut])
 
 
-def _interleave(pieces: list[Chunk]) -> Chunk:
+def _interleave(pieces: list[Chunk]) -> tuple[list[bytes], bytes]:
     if len(pieces) == 1:
-        return pieces[0]
+        return pieces[0].lines, pieces[0].flags
     keys = list(chain.from_iterable(piece.keys for piece in pieces))
     lines = list(chain.from_iterable(piece.lines for piece in pieces))
     flags = b"".join(piece.flags for piece in pieces)
     order = sorted(range(len(keys)), key=keys.__getitem__)  # stable: a shard keeps its order
-    return Chunk(
-        list(map(lines.__getitem__, order)),
-        list(map(keys.__getitem__, order)),
-        bytes(map(flags.__getitem__, order)) if flags else b"",
-    )
+    merged_flags = bytes(map(flags.__getitem__, order)) if flags else b""
+    return list(map(lines.__getitem__, order)), merged_flags
 
 
 def _write_lines(handle: IO[bytes], lines: list[bytes]) -> None:
     if lines:
-        handle.write(b"\n".join(lines) + b"\n")
+        handle.write(b"".join(lines))
 
 
 def merge_pipeline(
@@ -84,14 +81,14 @@ def merge_pipeline(
     handles = [path.open("wb") for path in (sessions, enriched, *verbatim)]
     try:
         sessions_file, enriched_file, *verbatim_files = handles
-        for chunk in merged_chunks(readers):
+        for lines, flags in merged_chunks(readers):
             if verbatim_files:
-                data = b"\n".join(chunk.lines) + b"\n"
+                data = b"".join(lines)
                 for handle in verbatim_files:
                     handle.write(data)
-            if any(chunk.flags):
-                _write_lines(sessions_file, list(compress(chunk.lines, chunk.flags)))
-            _write_lines(enriched_file, list(compress(chunk.lines, map(not_, chunk.flags))))
+            if any(flags):
+                _write_lines(sessions_file, list(compress(lines, flags)))
+            _write_lines(enriched_file, list(compress(lines, map(not_, flags))))
     finally:
         for handle in handles:
             handle.close()
@@ -101,5 +98,5 @@ def merge_stream(shard_dirs: list[Path], name: str, target: Path) -> None:
     """Merge the shards' stream `name` into the file `target`."""
     readers = [StreamReader(d, name) for d in shard_dirs]
     with target.open("wb") as handle:
-        for chunk in merged_chunks(readers):
-            _write_lines(handle, chunk.lines)
+        for lines, _ in merged_chunks(readers):
+            _write_lines(handle, lines)

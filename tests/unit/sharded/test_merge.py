@@ -60,7 +60,7 @@ def test_chunks_are_bounded_by_the_read_size(
     monkeypatch.setattr(keyed, "_READ_BYTES", 200)
     directories = write_shards(tmp_path, in_order(3000), 2)
     readers = [StreamReader(directory, "s") for directory in directories]
-    sizes = [len(chunk.lines) for chunk in merged_chunks(readers)]
+    sizes = [len(lines) for lines, _ in merged_chunks(readers)]
     assert sum(sizes) == 3000 and max(sizes) <= 2 * (200 // 4)  # lines are at least 4 bytes
 
 
