@@ -190,8 +190,14 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
         if max_depth and _deeper_than(event.values(), 1, max_depth):
             return _too_deep(max_depth)  # (and the schema's own report may not go that deep)
         return Rejection(INVALID_EVENT, _event_schema.explain(event))
-    if max_depth and _nests_too_deep(event, max_depth):
-        return _too_deep(max_depth)
+    if max_depth:  # more than max_depth levels deep (the event is level 1)?
+        if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
+            # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
+            attributes = event.get("attributes")
+            if attributes is not None and _deeper_than(attributes.values(), 2, max_depth):
+                return _too_deep(max_depth)
+        elif _deeper_than(event.values(), 1, max_depth):  # unknown fields: walk them all
+            return _too_deep(max_depth)
     ts = event["ts"]
     if type(ts) is not int:  # the schema's "integer" admits 1.0; events carry exact ints
         ts = event["ts"] = int(ts)
@@ -206,15 +212,6 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
 
 def _too_deep(max_depth: int) -> Rejection:
     return Rejection(INVALID_EVENT, f"event nests deeper than max_depth={max_depth} levels")
-
-
-def _nests_too_deep(event: dict[str, Any], max_depth: int) -> bool:
-    """Whether a schema-valid event is more than `max_depth` levels deep (event = level 1)."""
-    if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
-        # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
-        attributes = event.get("attributes")
-        return attributes is not None and _deeper_than(attributes.values(), 2, max_depth)
-    return _deeper_than(event.values(), 1, max_depth)
 
 
 def _deeper_than(values: Iterable[Any], level: int, max_depth: int) -> bool:
