@@ -35,6 +35,7 @@ kafka-down: $(STAMP)
 	$(BIN)/python -m pipeline.kafka.local down
 
 ## The README's main command: the whole pipeline on a local broker, with a summary and a picture.
+## `SESSIONIZE_BOOTSTRAP=host:port make demo` runs it on that broker instead.
 demo: $(STAMP)
 	$(BIN)/sessionize demo --output-dir demo-out
 

@@ -14,6 +14,11 @@ letters per wall second of `run_offline` alone (reading, parsing, rules, formatt
 
     .venv/bin/python bench/bench_offline.py                 # the full benchmark
     .venv/bin/python bench/bench_offline.py --profile       # cProfile of a 100k-event run
+    .venv/bin/python bench/bench_offline.py --ratio         # (b) against (c), interleaved
+
+`--ratio` runs (c) and (b) over the same input in alternating rounds and prints each round's
+five-partner / canonical-only ratio of events per wall second and per CPU second: on a shared
+machine only numbers measured side by side say what the partners cost.
 
 tracemalloc stays off: it would slow every allocation and distort the numbers.
 """
@@ -200,6 +205,37 @@ def benchmark(events: int, devices: int, seed: int, repeat: int) -> None:
         )
 
 
+def ratio(events: int, devices: int, seed: int, repeat: int) -> None:
+    """Scenarios (c) and (b) over one input, alternating; each round's (b) / (c) ratios."""
+    canonical, partners = SCENARIOS["c"], SCENARIOS["b"]
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"workload: ~{events:,} events over {devices:,} devices, seed {seed}, batch 20\n")
+    with tempfile.TemporaryDirectory(prefix="bench-in-") as input_dir:
+        path = Path(input_dir) / "batch20.jsonl"
+        write_jsonl(workload(events, devices, canonical.batch_size, seed), path)
+        print(
+            "| round | canonical only events/s | all 5 partners events/s | ratio (wall) "
+            "| ratio (CPU) |\n|---:|---:|---:|---:|---:|"
+        )
+        walls, cpus = [], []
+        for number in range(1, repeat + 1):
+            alone = run_in_child(canonical, path)
+            fanned = run_in_child(partners, path)
+            walls.append(fanned["events_per_s"] / alone["events_per_s"])
+            cpus.append(alone["cpu_seconds"] / fanned["cpu_seconds"])
+            print(
+                f"| {number} | {alone['events_per_s']:,.0f} | {fanned['events_per_s']:,.0f} "
+                f"| {walls[-1]:.2f} | {cpus[-1]:.2f} |",
+                flush=True,
+            )
+    walls.sort()
+    cpus.sort()
+    print(
+        f"\nmedian ratio {walls[len(walls) // 2]:.2f} (wall), {cpus[len(cpus) // 2]:.2f} (CPU); "
+        f"load average {os.getloadavg()[0]:.2f} at end"
+    )
+
+
 def _print_top(stats: pstats.Stats, key: str, title: str) -> None:
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = stats.total_tt  # type: ignore[attr-defined]
@@ -258,6 +294,11 @@ def main() -> int:
     parser.add_argument(
         "--scenario", action="append", choices=sorted(SCENARIOS), help="profile only these"
     )
+    parser.add_argument(
+        "--ratio",
+        action="store_true",
+        help="(b) against (c) over one input, in alternating rounds (--repeat of them)",
+    )
     parser.add_argument("--run-one", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,6 +308,9 @@ def main() -> int:
     if args.profile:
         devices = max(1, args.devices * PROFILE_EVENTS // args.events)
         profile(PROFILE_EVENTS, devices, args.seed, args.scenario or sorted(SCENARIOS))
+        return 0
+    if args.ratio:
+        ratio(args.events, args.devices, args.seed, args.repeat)
         return 0
     benchmark(args.events, args.devices, args.seed, args.repeat)
     return 0

@@ -125,7 +125,7 @@ class Written:
 
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
     partition: int | None
     timestamp_ms: int | None
     headers: Headers | None
@@ -144,7 +144,7 @@ class ListSink:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: Headers | None = None,
@@ -161,8 +161,8 @@ class ListSink:
         return [w for w in self.written if w.topic == topic]
 
     def values(self, topic: str) -> list[Any]:
-        """The JSON values written to `topic`, parsed, in order."""
-        return [orjson.loads(w.value) for w in self.on(topic)]
+        """The JSON values written to `topic`, parsed, in order (None for a tombstone)."""
+        return [None if w.value is None else orjson.loads(w.value) for w in self.on(topic)]
 
     def topics(self) -> set[str]:
         """Every topic written to."""

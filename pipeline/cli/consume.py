@@ -38,10 +38,16 @@ def _consume_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="indented JSON with topic, partition, offset and key (default: one value per line)",
     )
-    parser.add_argument(
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
         "--from-beginning",
         action="store_true",
-        help="start at the oldest message (default: only messages newer than the start)",
+        help="start at the oldest message (the default, as kcat does)",
+    )
+    start.add_argument(
+        "--from-end",
+        action="store_true",
+        help="only messages newer than the start (with --follow: what arrives from now on)",
     )
     parser.add_argument(
         "--follow",
@@ -67,12 +73,14 @@ def _consume(args: argparse.Namespace) -> int:
     if args.partner is not None:
         topic = partner_topic(config, args.partner)
     output = RecordWriter(sys.stdout.buffer, args.pretty)
+    if args.follow:  # it may wait a long time for the next message: say what for, first
+        print(f"sessionize consume: {_what_is_read(topic, args)}; Ctrl-C stops", file=sys.stderr)
     count = run_kafka_command(
         read_topics(
             config,
             [topic],
             output.write,
-            from_beginning=args.from_beginning,
+            from_beginning=not args.from_end,
             follow=args.follow,
             limit=args.max,
             group=args.group,
@@ -81,11 +89,18 @@ def _consume(args: argparse.Namespace) -> int:
         )
     )
     hint = ""
-    if count == 0 and not (args.from_beginning or args.follow or args.group):
-        hint = " (only messages newer than the start are read: add --from-beginning or --follow)"
+    if count == 0 and args.from_end and not (args.follow or args.group):
+        hint = " (--from-end reads only messages newer than the start: add --follow to wait)"
     noun = "message" if count == 1 else "messages"
     print(f"read {count} {noun} from {topic}{hint}", file=sys.stderr)
     return 0
+
+
+def _what_is_read(topic: str, args: argparse.Namespace) -> str:
+    start = "the end (new messages only)" if args.from_end else "the oldest message"
+    if args.group:
+        start = f"group {args.group}'s committed offsets (where it has none: {start})"
+    return f"reading {topic} from {start}, then waiting for new messages"
 
 
 def partner_topic(config: Config, name: str) -> str:
@@ -147,9 +162,12 @@ CONSUME = Command(
     summary="print the messages of an output topic",
     description="Print the messages of a topic (--topic; default the sessions topic) or of a "
     "configured partner's topic (--partner NAME) to stdout: one JSON value per line, or "
-    "--pretty. Reads committed messages only. Without --follow it stops once caught up with "
-    "the end offsets seen at the start; --from-beginning starts at the oldest message (with "
-    "--group: only where the group has no committed offset). Exits 3 for an unknown topic.",
+    "--pretty. Reads committed messages only. Starts at the oldest message, as kcat does "
+    "(--from-end: only messages newer than the start; with --group: at the group's committed "
+    "offsets, and so only where it has none). Without --follow it stops once caught up with "
+    "the end offsets seen at the start and says how many it read; with --follow it says on "
+    "stderr what it reads, then waits for new messages until Ctrl-C. Exits 3 for an unknown "
+    "topic.",
     add_flags=_consume_flags,
     run=_consume,
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from pipeline.cli.common import (
@@ -61,13 +63,32 @@ def _demo_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap",
         metavar="HOST:PORT",
-        help="use this Kafka instead of starting a local broker (env: KAFKA_BOOTSTRAP)",
+        help="use this Kafka instead of starting a local broker (env: SESSIONIZE_BOOTSTRAP)",
     )
     add_timeout_flag(parser)
 
 
+# The demo's old variable, still read (with a warning) so that `KAFKA_BOOTSTRAP=... make demo`
+# does not quietly start a broker of its own instead.
+DEPRECATED_ENV = "KAFKA_BOOTSTRAP"
+
+
+def demo_bootstrap(flag: str | None, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The broker the demo uses (None: start one) and a warning to print, if any: --bootstrap,
+    else SESSIONIZE_BOOTSTRAP as for every other command, else the deprecated KAFKA_BOOTSTRAP."""
+    old = env.get(DEPRECATED_ENV) or None
+    bootstrap = flag or env.get("SESSIONIZE_BOOTSTRAP") or None
+    if old is None or flag:
+        return bootstrap, None
+    if bootstrap is not None:
+        return bootstrap, f"{DEPRECATED_ENV} is deprecated and ignored: SESSIONIZE_BOOTSTRAP is set"
+    return old, f"{DEPRECATED_ENV} is deprecated: set SESSIONIZE_BOOTSTRAP instead"
+
+
 def _demo(args: argparse.Namespace) -> int:
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP") or None
+    bootstrap, warning = demo_bootstrap(args.bootstrap, os.environ)
+    if warning is not None:
+        print(f"sessionize demo: warning: {warning}", file=sys.stderr)
     options = DemoOptions(
         output_dir=create_output_dir(args.output_dir.resolve()),
         duration_s=args.duration,
@@ -87,10 +108,10 @@ def _demo(args: argparse.Namespace) -> int:
 DEMO = Command(
     name="demo",
     summary="run the whole pipeline on a real broker and show what it made",
-    description="Start a local Kafka broker (or use --bootstrap / KAFKA_BOOTSTRAP), create the "
-    f"topics, start a worker with short timeouts (session_timeout_s {SESSION_TIMEOUT_S}, "
+    description="Start a local Kafka broker (or use --bootstrap / SESSIONIZE_BOOTSTRAP), create "
+    f"the topics, start a worker with short timeouts (session_timeout_s {SESSION_TIMEOUT_S}, "
     f"idle_timeout_s {IDLE_TIMEOUT_S}, grace {GRACE_S} s; the config is written to "
-    "DIR/demo.toml; SESSIONIZE_* settings do not apply), send "
+    "DIR/demo.toml; other SESSIONIZE_* settings do not apply), send "
     "live generated traffic for --duration seconds, wait for the last sessions to close, read "
     "every output topic, and print a summary (also DIR/summary.txt). Draws DIR/timeline.html: "
     "the sessions and lifecycle events of a few devices. Stops the worker and the broker it "

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from pipeline.cli import consume, demo, offline, produce, topics, worker
 from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Command
+from pipeline.cli.parser import Parser, version
 from pipeline.config import ConfigError
 
 # In the order `sessionize --help` lists them.
@@ -26,27 +26,22 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line, not a usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `sessionize` parser with every subcommand of COMMANDS."""
-    parser = _Parser(
+    parser = Parser(
         prog="sessionize",
         description="Turn raw app lifecycle events into user sessions and hand them to partners.",
         epilog="Exit codes: 0 done, 2 bad usage/config/input, 3 Kafka unusable, 130 interrupted.",
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"sessionize {version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         sub = subparsers.add_parser(
             command.name, help=command.summary, description=command.description
         )
         command.add_flags(sub)
         sub.set_defaults(run=command.run)
+    parser.command_names = tuple(subparsers.choices)
     return parser
 
 

@@ -8,6 +8,7 @@ of a string.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -85,6 +86,17 @@ class TopicSettings:
     replication: int = 1
 
 
+# The instance id of a host whose name is empty (never seen on Linux; kept from before).
+FALLBACK_INSTANCE_ID: Final = "worker-1"
+
+
+def default_instance_id() -> str:
+    """The host name: a StatefulSet pod's own (`sessionize-0`, `sessionize-1`), stable across its
+    restarts, so that its successor fences a zombie of it, and different on every host, so that
+    two workers started with the same config do not fence each other."""
+    return socket.gethostname() or FALLBACK_INSTANCE_ID
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
     """The streaming worker's own knobs."""
@@ -95,10 +107,17 @@ class WorkerSettings:
     data_dir: str = ".sessionize-data"
     web_port: int = 6066
     web_enabled: bool = False
-    # Names this worker's transactional producer; stable across restarts, unique per worker.
-    instance_id: str = "worker-1"
+    # Names this worker's transactional producer (`<app_id>-<instance_id>`): stable across
+    # restarts, unique per worker.
+    instance_id: str = field(default_factory=default_instance_id)
     checkpoint_every: int = 5000
     commit_interval_s: float = 1.0
+    # Where the device table lives: "rocksdb" (on disk under data_dir) or "memory".
+    store: str = "rocksdb"
+    # Decoded device states kept between commits (the table's bytes are the one full copy).
+    cached_devices: int = 20_000
+    # A device with no open session and no message for this long leaves the table (0: never).
+    device_ttl_days: float = 400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +131,9 @@ class Config:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     partners: tuple[Partner, ...] = field(default_factory=lambda: tuple(default_partners()))
 
+
+# `[worker] store`: where the device table lives (pipeline.streaming.stores).
+STORES: Final = ("rocksdb", "memory")
 
 _TIMEOUT: Final = between(MIN_SESSION_TIMEOUT_S, MAX_SESSION_TIMEOUT_S)
 
@@ -155,6 +177,9 @@ SECTIONS: Final[dict[str, dict[str, Setting]]] = {
             "web_port": between(1, 65_535),
             "checkpoint_every": at_least(1),
             "commit_interval_s": above(0),
+            "store": one_of(*STORES),
+            "cached_devices": at_least(0),
+            "device_ttl_days": at_least(0),
         },
     ),
 }

@@ -292,10 +292,12 @@ class SessionRules:
     def _forget_outside_window(self, state: DeviceState) -> None:
         # Rule 1: sessions before the last closed one are remembered while they ended at most
         # dedup_window before the device's latest event time (which only grows).
+        # Not sorted by end: a late event can open (and so end) a session dated before those
+        # closed ahead of it.
         oldest_kept = state.latest_ts - self._dedup_window_ms
         earlier = state.earlier
-        while earlier and earlier[0].end_ts < oldest_kept:
-            del earlier[0]
+        if any(e.end_ts < oldest_kept for e in earlier):
+            earlier[:] = [e for e in earlier if e.end_ts >= oldest_kept]
 
     def _forget_past_max_ids(self, state: DeviceState) -> None:
         # At most dedup_max_ids ids: the oldest sessions' ids go first, oldest id first. The

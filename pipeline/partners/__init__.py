@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -62,15 +62,22 @@ class Partner:
     sessions: bool = True
     attributes_allowlist: frozenset[str] | None = None
     session_timeout_s: float | None = None
+    # Its format's translate when no filter applies (every record goes through it), else None.
+    unfiltered: Translate | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             known = ", ".join(FORMATS)
             raise ValueError(f"partner {self.name!r}: unknown format {self.format!r} ({known})")
+        if self.sessions and self.event_types is None and self.attributes_allowlist is None:
+            object.__setattr__(self, "unfiltered", FORMATS[self.format])
 
 
 def partner_records(partner: Partner, record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The records ``partner`` gets for one canonical record: empty when its filters drop it."""
+    translate = partner.unfiltered
+    if translate is not None:  # the usual partner: called for every record of every partner
+        return translate(record)
     kind = record["type"]
     if kind in SESSION_RECORD_TYPES:
         if not partner.sessions:

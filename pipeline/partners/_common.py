@@ -10,8 +10,8 @@ transitions and screen views, since this project forwards the same events mParti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeGuard
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Generic, TypeGuard, TypeVar
 
 from pipeline.vocabulary import (
     APP_BACKGROUND,
@@ -22,10 +22,31 @@ from pipeline.vocabulary import (
     CUSTOM_EVENT,
     SCREEN_VIEW,
     SESSION_ATTRIBUTE,
-    SESSION_END,
-    SESSION_RECORD_TYPES,
     SESSION_START,
 )
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Memo(dict[K, V], Generic[K, V]):
+    """Values of ``compute`` by argument, emptied when it holds ``limit`` of them.
+
+    Event names, param names and timestamps' seconds recur from record to record: a hit is
+    one C-level dict lookup, cheaper than ``functools.lru_cache``'s call with a tuple key.
+    """
+
+    def __init__(self, compute: Callable[[K], V], limit: int = 4096) -> None:
+        super().__init__()
+        self.compute = compute
+        self.limit = limit
+
+    def __missing__(self, key: K) -> V:
+        if len(self) >= self.limit:
+            self.clear()
+        value = self[key] = self.compute(key)
+        return value
+
 
 # mParticle's names for app state transitions; session_attribute has no mParticle counterpart.
 APP_STATE_EVENT_NAMES: Mapping[str, str] = {
@@ -107,23 +128,6 @@ def merged(fixed: dict[str, Any], attributes: Any) -> dict[str, Any]:
 def _is_mapping(value: Any) -> TypeGuard[Mapping[str, Any]]:
     # Records are dicts (from orjson); the ABC check is for the rare other Mapping, and slow.
     return type(value) is dict or isinstance(value, Mapping)
-
-
-def record_time(record: Mapping[str, Any]) -> int:
-    """When the record happened, epoch ms: session start, session end, or the event's ``ts``."""
-    kind = record["type"]
-    if kind == SESSION_START:
-        return int(record["start_ts"])
-    if kind == SESSION_END:
-        return int(record["end_ts"])
-    return int(record["ts"])
-
-
-def session_start_ts(record: Mapping[str, Any]) -> int:
-    """Start of the record's session, epoch ms, for session records and enriched events alike."""
-    if record["type"] in SESSION_RECORD_TYPES:
-        return int(record["start_ts"])
-    return int(record["session_start_ts"])
 
 
 def session_record_key(record: Mapping[str, Any]) -> str:

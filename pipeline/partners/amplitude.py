@@ -32,14 +32,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.partners._common import (
+    Memo,
     display_event_name,
     event_properties,
-    record_time,
     session_properties,
     session_record_key,
-    session_start_ts,
 )
-from pipeline.vocabulary import SESSION_RECORD_TYPES
+from pipeline.vocabulary import SESSION_ATTRIBUTE, SESSION_END, SESSION_START
 
 FORMAT = "amplitude"
 LIBRARY = "sessionize"
@@ -48,28 +47,60 @@ RESERVED_EVENT_TYPES = frozenset({"session_start", "session_end"})
 RESERVED_EVENT_TYPE_PREFIXES = ("$", "[Amplitude]")  # $identify, [Amplitude] Start Session...
 
 
+def event_type(kind_and_name: tuple[str, str | None]) -> str:
+    """The ``event_type`` of an enriched event of this type and name."""
+    kind, name = kind_and_name
+    display = display_event_name({"type": kind, "name": name})
+    if display in RESERVED_EVENT_TYPES or display.startswith(RESERVED_EVENT_TYPE_PREFIXES):
+        return f"App {display}"
+    return display
+
+
+_EVENT_TYPES = Memo(event_type)
+
+
 def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One Amplitude event object for ``record``."""
+    # One dict display per record (the hot path of every partner-enabled run).
     kind = record["type"]
-    if kind in SESSION_RECORD_TYPES:
-        event_type = kind
-        insert_id = session_record_key(record)
+    if kind == SESSION_START:
+        event_kind, start = kind, record["start_ts"]
+        time, insert_id = start, session_record_key(record)
+        properties = session_properties(record)
+    elif kind == SESSION_END:
+        event_kind, start = kind, record["start_ts"]
+        time, insert_id = record["end_ts"], session_record_key(record)
         properties = session_properties(record)
     else:
-        event_type = display_event_name(record)
-        if event_type in RESERVED_EVENT_TYPES or event_type.startswith(
-            RESERVED_EVENT_TYPE_PREFIXES
-        ):
-            event_type = f"App {event_type}"
-        insert_id = record["event_id"]
-        properties = event_properties(record)
+        event_kind, start = _EVENT_TYPES[kind, record.get("name")], record["session_start_ts"]
+        time, insert_id = record["ts"], record["event_id"]
+        attributes = record.get("attributes")
+        if kind != SESSION_ATTRIBUTE and type(attributes) is dict:
+            properties = attributes.copy()
+        else:
+            properties = event_properties(record)
     user_id = record.get("user_id")
-    event: dict[str, Any] = {"user_id": user_id} if user_id else {}
-    event["device_id"] = record["device_id"]
-    event["event_type"] = event_type
-    event["time"] = record_time(record)
-    event["session_id"] = session_start_ts(record)
-    event["insert_id"] = insert_id
-    event["event_properties"] = properties
-    event["library"] = LIBRARY
-    return [event]
+    if user_id:
+        return [
+            {
+                "user_id": user_id,
+                "device_id": record["device_id"],
+                "event_type": event_kind,
+                "time": int(time),
+                "session_id": int(start),
+                "insert_id": insert_id,
+                "event_properties": properties,
+                "library": LIBRARY,
+            }
+        ]
+    return [
+        {
+            "device_id": record["device_id"],
+            "event_type": event_kind,
+            "time": int(time),
+            "session_id": int(start),
+            "insert_id": insert_id,
+            "event_properties": properties,
+            "library": LIBRARY,
+        }
+    ]

@@ -30,20 +30,19 @@ Mapping:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from pipeline.partners._common import (
+    Memo,
     cleaned_keys,
     display_event_name,
     event_properties,
-    record_time,
     session_properties,
 )
-from pipeline.vocabulary import SESSION_END, SESSION_RECORD_TYPES, SESSION_START
+from pipeline.vocabulary import SESSION_ATTRIBUTE, SESSION_END, SESSION_START
 
 FORMAT = "braze"
 
@@ -54,22 +53,36 @@ SESSION_EVENT_NAMES: Mapping[str, str] = {
 ALIAS_LABEL = "device_id"
 MAX_ALIAS_NAME_BYTES = 236
 MAX_PROPERTY_LENGTH = 255
+# A str of at most this many characters is at most MAX_ALIAS_NAME_BYTES in UTF-8.
+_SURELY_SHORT_ALIAS = MAX_ALIAS_NAME_BYTES // 4
+
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 def iso_time(epoch_ms: int) -> str:
     """``epoch_ms`` as ISO 8601 UTC with milliseconds: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     seconds, millis = divmod(epoch_ms, 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+    return _ISO_SECONDS[seconds] + _MILLIS[millis]
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def _iso_second(seconds: int) -> str:
-    # Records come in arrival order, so the same seconds recur: formatting one costs ~0.8 us.
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+def _event_name(kind_and_name: tuple[str, str | None]) -> str:
+    kind, name = kind_and_name
+    return display_event_name({"type": kind, "name": name})
+
+
+# Records come in arrival order, so the same seconds recur: formatting one costs ~0.8 us.
+_ISO_SECONDS = Memo(_iso_second, 1 << 14)
+_EVENT_NAMES = Memo(_event_name)
 
 
 def alias_name(device_id: str) -> str:
     """``device_id`` when it fits Braze's alias name limit, else its SHA-256 in hex."""
+    if len(device_id) <= _SURELY_SHORT_ALIAS:
+        return device_id
     encoded = device_id.encode()
     if len(encoded) <= MAX_ALIAS_NAME_BYTES:
         return device_id
@@ -79,31 +92,60 @@ def alias_name(device_id: str) -> str:
 def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One Braze event object for ``record``."""
     kind = record["type"]
-    if kind in SESSION_RECORD_TYPES:
-        name = SESSION_EVENT_NAMES[kind]
+    if kind == SESSION_START:
+        name, epoch_ms = SESSION_EVENT_NAMES[kind], record["start_ts"]
+        extra = session_properties(record)
+    elif kind == SESSION_END:
+        name, epoch_ms = SESSION_EVENT_NAMES[kind], record["end_ts"]
         extra = session_properties(record)
     else:
-        name = display_event_name(record)
-        extra = event_properties(record)
+        name, epoch_ms = _EVENT_NAMES[kind, record.get("name")], record["ts"]
+        attributes = record.get("attributes")
+        # A plain event's attributes are read, not copied: nothing here changes them.
+        if kind != SESSION_ATTRIBUTE and type(attributes) is dict:
+            extra = attributes
+        else:
+            extra = event_properties(record)
+    properties = _properties(record, extra)
     user_id = record.get("user_id")
-    event: dict[str, Any]
     if user_id:
-        event = {"external_id": user_id}
-    else:
-        alias = {"alias_name": alias_name(record["device_id"]), "alias_label": ALIAS_LABEL}
-        event = {"user_alias": alias, "_update_existing_only": False}
-    event["app_id"] = record["app_id"]
-    event["name"] = name
-    event["time"] = iso_time(record_time(record))
+        return [
+            {
+                "external_id": user_id,
+                "app_id": record["app_id"],
+                "name": name,
+                "time": iso_time(int(epoch_ms)),
+                "properties": properties,
+            }
+        ]
+    alias = {"alias_name": alias_name(record["device_id"]), "alias_label": ALIAS_LABEL}
+    return [
+        {
+            "user_alias": alias,
+            "_update_existing_only": False,
+            "app_id": record["app_id"],
+            "name": name,
+            "time": iso_time(int(epoch_ms)),
+            "properties": properties,
+        }
+    ]
+
+
+def _properties(record: Mapping[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The session fields, then ``extra`` without nulls, keys and strings fitted to Braze."""
     properties: dict[str, Any] = {
         "session_id": record["session_id"],
         "session_number": record["session_number"],
     }
-    for key, value in cleaned_keys(extra, MAX_PROPERTY_LENGTH).items():
+    limit = MAX_PROPERTY_LENGTH
+    for key, value in extra.items():
+        if not key or key[0] == "$" or len(key) > limit:
+            # A key to clean (rare): cleaning can merge keys, so it sees them all at once.
+            return _properties(record, cleaned_keys(extra, limit))
         if value is None:
             continue
-        if isinstance(value, str) and len(value) > MAX_PROPERTY_LENGTH:
-            value = value[:MAX_PROPERTY_LENGTH]
-        properties.setdefault(key, value)
-    event["properties"] = properties
-    return [event]
+        if isinstance(value, str) and len(value) > limit:
+            value = value[:limit]
+        if key not in properties:
+            properties[key] = value
+    return properties

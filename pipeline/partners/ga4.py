@@ -52,10 +52,9 @@ from typing import Any
 
 from pipeline.partners._common import (
     NAMED_EVENT_TYPES,
+    Memo,
     event_properties,
-    record_time,
     session_properties,
-    session_start_ts,
 )
 from pipeline.vocabulary import (
     APP_BACKGROUND,
@@ -156,55 +155,93 @@ def ga4_name(raw: str, prefix: str, reserved: frozenset[str] = frozenset()) -> s
 def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One Measurement Protocol request body carrying one event for ``record``."""
     kind = record["type"]
-    params: dict[str, Any] = {
-        "session_id": str(session_start_ts(record) // 1000),
-        "session_number": record["session_number"],
-    }
     if kind == SESSION_START:
-        name = SESSION_START_EVENT
-        params["engagement_time_msec"] = EVENT_ENGAGEMENT_TIME_MSEC
+        name, epoch_ms, start = SESSION_START_EVENT, record["start_ts"], record["start_ts"]
+        engagement = EVENT_ENGAGEMENT_TIME_MSEC
         extra = session_properties(record)
     elif kind == SESSION_END:
-        name = SESSION_END_EVENT
-        params["engagement_time_msec"] = record["foreground_ms"]
+        name, epoch_ms, start = SESSION_END_EVENT, record["end_ts"], record["start_ts"]
+        engagement = record["foreground_ms"]
         extra = session_properties(record)
     else:
-        name = _event_name(record)
-        params["engagement_time_msec"] = EVENT_ENGAGEMENT_TIME_MSEC
-        screen_name = record.get("name") if kind == SCREEN_VIEW else None
-        if screen_name:
-            params["screen_name"] = screen_name[:MAX_PARAM_VALUE_LENGTH]
-        extra = event_properties(record)
-    _add_params(params, extra)
+        name, epoch_ms, start = _EVENT_NAMES[kind, record.get("name")], record["ts"], None
+        engagement = EVENT_ENGAGEMENT_TIME_MSEC
+        attributes = record.get("attributes")
+        # A plain event's attributes are read, not copied: nothing here changes them.
+        if kind != SESSION_ATTRIBUTE and type(attributes) is dict:
+            extra = attributes
+        else:
+            extra = event_properties(record)
+    params: dict[str, Any] = {
+        "session_id": _SESSION_IDS[int(start if start is not None else record["session_start_ts"])],
+        "session_number": record["session_number"],
+        "engagement_time_msec": engagement,
+    }
+    if kind == SCREEN_VIEW and (screen_name := record.get("name")):
+        params["screen_name"] = screen_name[:MAX_PARAM_VALUE_LENGTH]
+    if extra:
+        _add_params(params, extra)
     user_id = record.get("user_id")
-    body: dict[str, Any] = {"client_id": record["device_id"]}
+    events = [{"name": name, "params": params}]
     if user_id:
-        body["user_id"] = user_id
-    body["timestamp_micros"] = record_time(record) * 1000
-    body["events"] = [{"name": name, "params": params}]
-    return [body]
+        return [
+            {
+                "client_id": record["device_id"],
+                "user_id": user_id,
+                "timestamp_micros": int(epoch_ms) * 1000,
+                "events": events,
+            }
+        ]
+    return [
+        {
+            "client_id": record["device_id"],
+            "timestamp_micros": int(epoch_ms) * 1000,
+            "events": events,
+        }
+    ]
 
 
-def _event_name(record: Mapping[str, Any]) -> str:
-    kind: str = record["type"]
+def _session_id(start_ms: int) -> str:
+    # gtag's session id: the start in whole seconds, as a string (the same for a whole session).
+    return str(start_ms // 1000)
+
+
+def event_name(kind_and_name: tuple[str, str | None]) -> str:
+    """The GA4 event name of an enriched event of this type and name."""
+    kind, name = kind_and_name
     if kind == SCREEN_VIEW:
         return SCREEN_VIEW_EVENT
     if kind in NAMED_EVENT_TYPES:
-        return ga4_name(record.get("name") or kind, "event", RESERVED_EVENT_NAMES)
+        return ga4_name(name or kind, "event", RESERVED_EVENT_NAMES)
     return APP_STATE_EVENT_NAMES[kind]
+
+
+def _param_name(key: str) -> str:
+    return ga4_name(key, "param")
+
+
+_SESSION_IDS = Memo(_session_id, 1 << 14)
+_EVENT_NAMES = Memo(event_name)
+_PARAM_NAMES = Memo(_param_name)
 
 
 def _add_params(params: dict[str, Any], extra: Mapping[str, Any]) -> None:
     """Add ``extra`` to ``params`` as GA4 params; names already in ``params`` keep their value."""
+    param_names = _PARAM_NAMES
     for key, value in extra.items():
         if len(params) >= MAX_PARAMS:
             return
-        param_value = _param_value(value)
-        if param_value is None:
-            continue
-        name = ga4_name(key, "param")
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_PARAM_VALUE_LENGTH:
+                value = value[:MAX_PARAM_VALUE_LENGTH]
+        elif kind is not int and kind is not float:
+            value = _param_value(value)
+            if value is None:
+                continue
+        name = param_names[key]
         if name not in params:
-            params[name] = param_value
+            params[name] = value
 
 
 def _param_value(value: Any) -> str | int | float | None:

@@ -19,7 +19,7 @@ from typing import IO
 import orjson
 
 from pipeline.engine import Record
-from pipeline.processing.routing import RoutedOutputs
+from pipeline.processing.routing import RoutedOutputs, json_lines
 
 SESSIONS_FILE = "sessions.jsonl"
 ENRICHED_FILE = "enriched.jsonl"
@@ -58,7 +58,7 @@ class OutputFiles:
         for name in verbatim:
             write_lines(self.partners[name], routed.lines)
         for name, records in routed.formatted():
-            write_lines(self.partners[name], routed.serialized(records))
+            self.partners[name].write(json_lines(records))
 
     def write_summary(self, summary: bytes) -> None:
         """Write summary.json (the summary's JSON, a newline is added)."""

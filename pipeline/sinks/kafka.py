@@ -30,9 +30,11 @@ class RecordTooLarge(Exception):
         self.room = room
 
 
-def record_size(key: bytes | None, value: bytes, headers: Headers | None) -> int:
+def record_size(key: bytes | None, value: bytes | None, headers: Headers | None) -> int:
     """What a record counts against its topic's max.message.bytes: key, value and headers."""
-    size = len(value) + len(key) if key else len(value)
+    size = len(value) if value else 0
+    if key:
+        size += len(key)
     if headers:
         size += sum(len(name) + len(data) for name, data in headers)
     return size
@@ -45,7 +47,7 @@ class RecordSink(Protocol):
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: Headers | None = None,
@@ -87,7 +89,7 @@ class TransactionalSink:
         self,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
         timestamp_ms: int | None = None,
         headers: Headers | None = None,

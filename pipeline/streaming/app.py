@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 import aiokafka
@@ -26,6 +27,7 @@ from pipeline.kafka.outages import client_noise
 from pipeline.memory import collect_rarely, keep_freed_memory
 from pipeline.streaming.fetches import FetchApp
 from pipeline.streaming.recovery import fence_previous_instance
+from pipeline.streaming.stores import store_url
 from pipeline.streaming.worker import SessionWorker
 
 log = logging.getLogger("sessionize.worker")
@@ -40,11 +42,14 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[FetchApp,
     """The Faust app of the worker, with its agents and timer."""
     partitions = partitions or config.topics.partitions
     settings = config.worker
+    # One directory per instance: workers sharing a disk must not share a RocksDB store.
+    datadir = Path(settings.data_dir) / settings.instance_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = FetchApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in config.kafka.bootstrap.split(",")],
         broker_credentials=_credentials(config),
-        store="memory://",
+        store=store_url(settings.store),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=partitions,
@@ -52,7 +57,7 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[FetchApp,
         web_enabled=settings.web_enabled,
         web_bind="127.0.0.1",
         web_port=settings.web_port,
-        datadir=settings.data_dir,
+        datadir=str(datadir),
         table_standby_replicas=0,
         producer_linger_ms=5,
         producer_max_request_size=max_request_size(config),

@@ -1,9 +1,11 @@
 """The streaming core: fetched records and a clock in, records to write out. No awaits.
 
-`StreamingCore` holds the worker's in-memory view of the device table and everything a commit
-needs to know: the devices (`DeviceEntry`: states per profile, partition, arrival), the
-deadline index and partition clocks of `pipeline.streaming.expiry`, the devices changed since
-the last commit, and the offsets consumed. It is fed:
+`StreamingCore` holds what a commit needs to know: the devices changed since the last commit
+(decoded: `DeviceEntry`, states per profile, partition, arrival), the deadline index and
+partition clocks of `pipeline.streaming.expiry`, and the offsets consumed. The one full copy of
+every device's state is the table's value (`stored`, bytes); a device is decoded when an event
+or its deadline needs it, and at most `[worker] cached_devices` decoded entries are kept past a
+commit (the most recently changed). It is fed:
 
 - `apply`: a fetched run of one partition's records (anything with topic, partition, offset,
   key, value, timestamp and headers), each through the one-message step
@@ -11,6 +13,7 @@ the last commit, and the offsets consumed. It is fed:
   (`pipeline.streaming.outputs`), per device as its records come, and events of devices of
   another partition to the repartition topic;
 - `expire`: what is due on a partition by its clock (`clock` is the wall clock, injected);
+- `evict`: devices quiet for `[worker] device_ttl_days` with no session open leave the table;
 - `changes` / `committed`: what a checkpoint writes to the changelog, and that it is written;
 - `rollback`: back to the committed table states, after a failed transaction;
 - `assign` / `revoke` (`reindex`): partitions gained or lost, devices read from the table.
@@ -24,6 +27,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import replace
+from itertools import islice
 from typing import Any, Protocol
 
 import orjson
@@ -33,14 +37,27 @@ from pipeline.engine import Applied, Record
 from pipeline.kafka.topics import max_message_bytes
 from pipeline.processing.processor import Processor
 from pipeline.processing.step import MessageStep
-from pipeline.streaming.codec import CHECKPOINT_KEY, DeviceEntry, table_key
+from pipeline.streaming.codec import (
+    CHECKPOINT_KEY,
+    DeviceEntry,
+    has_open_session,
+    stored_head,
+    stored_partition,
+    table_key,
+)
 from pipeline.streaming.expiry import DeadlineIndex, PartitionClock, device_now, due_at
 from pipeline.streaming.outputs import ORIGIN_HEADER, TopicWriter
 from pipeline.streaming.partitioning import partition_for
+from pipeline.streaming.stores import RocksTable
 
 log = logging.getLogger("sessionize.worker")
 
 TopicPartition = tuple[str, int]
+DAY_MS = 86_400_000
+# Devices an eviction sweep looks at per call (`evict`): a tick's share of a sweep.
+EVICTION_SLICE = 5_000
+# Between eviction sweeps (a device's time to live is counted in days).
+SWEEP_PAUSE_MS = 3_600_000
 
 
 class FetchedRecord(Protocol):
@@ -76,12 +93,19 @@ class StreamingCore:
         # Forwarded events were checked against max_event_bytes as they came in; with what they
         # inherited from their batch they may take up to a record of the repartition topic.
         self.forwarded_limits = replace(config.limits, max_event_bytes=max_message_bytes(config))
+        # Decoded devices: every one changed since the last commit, and up to `cache_size`
+        # more, the most recently changed last (the table's value is the full copy).
         self.devices: dict[bytes, DeviceEntry] = {}
+        self.cache_size = config.worker.cached_devices
+        self.ttl_ms = round(config.worker.device_ttl_days * DAY_MS)
+        self.evicted: dict[bytes, int] = {}  # key -> partition: tombstones of the next commit
+        self._sweep: Iterator[bytes] | None = None  # the keys an eviction sweep has yet to see
+        self._sweep_after_ms = 0  # wall clock at which the next sweep may start
         self.index = DeadlineIndex()
         self.clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
         self.positions: dict[TopicPartition, int] = {}  # next offset after the last applied
         self.indexed: frozenset[int] = frozenset()  # partitions the index holds
-        self.dirty: set[bytes] = set()  # devices changed since the last commit
+        self.dirty: dict[bytes, None] = {}  # devices changed since the last commit, in order
         self.uncommitted: dict[TopicPartition, int] = {}  # offsets to commit with the transaction
         self.uncommitted_messages = 0
         self.committed_clocks: dict[int, int] = {}  # partition clocks at the last commit
@@ -155,9 +179,9 @@ class StreamingCore:
         device = self.devices.get(device_key)
         if device is None:
             stored = self.stored.get(device_key)
-            if stored is not None:
-                device = DeviceEntry.from_json(stored)
-            else:
+            if stored is not None and self.evicted.pop(device_key, None) is None:
+                device = DeviceEntry.from_value(stored, device_key)
+            else:  # new, or back before its eviction was committed: starts again either way
                 device = DeviceEntry(self.processor.new_states(app_id, device_id), partition)
             self.devices[device_key] = device
         verdict = self.processor.apply(device.states, event, self.out)
@@ -167,7 +191,7 @@ class StreamingCore:
             device.arrival_ms = self._arrival_ms
         if event["ts"] > device.latest_ts:
             device.latest_ts = event["ts"]
-        self.dirty.add(device_key)
+        self.dirty[device_key] = None
         self._touched[device_key] = device
         return verdict
 
@@ -176,6 +200,8 @@ class StreamingCore:
         if deadline is not None:
             due = due_at(device.arrival_ms, device.latest_ts, deadline, self.grace_ms)
             self.index.schedule(device.partition, key, due)
+        else:
+            self.index.cancel(key)
 
     # Expiry
 
@@ -185,7 +211,7 @@ class StreamingCore:
         out = self.out
         writer = self.writer
         for key in self.index.pop_due(partition, now):
-            device = self.devices.get(key)
+            device = self._entry(key)
             if device is None:
                 continue
             device_time = device_now(device.arrival_ms, device.latest_ts, now, self.grace_ms)
@@ -196,29 +222,91 @@ class StreamingCore:
                     "device %s: not written: %s", key.decode(errors="replace"), rejection.error
                 )
             writer.unwritable.clear()
-            self.dirty.add(key)
+            self.dirty[key] = None
             self._schedule(key, device)
+
+    def _entry(self, key: bytes) -> DeviceEntry | None:
+        """The decoded device of `key` (None: not in the table, or leaving it)."""
+        device = self.devices.get(key)
+        if device is None and key not in self.evicted:
+            stored = self.stored.get(key)
+            if stored:
+                device = self.devices[key] = DeviceEntry.from_value(stored, key)
+        return device
+
+    # Eviction
+
+    def evict(self, budget: int = EVICTION_SLICE) -> int:
+        """Look at up to `budget` more devices of the table in the current sweep, and mark for
+        eviction those with no session open whose last message arrived `device_ttl_days` ago
+        or more by their partition's clock. Their tombstones go to the changelog with the next
+        commit. A sweep goes through the table once; the next starts SWEEP_PAUSE_MS (or a
+        tenth of the time to live, if shorter) after it ended, by the wall clock. Returns how
+        many devices were marked."""
+        wall_ms = self.clock()
+        if self.ttl_ms <= 0 or wall_ms < self._sweep_after_ms:
+            return 0
+        if self._sweep is None:  # (a dict's keys are copied: it changes while swept)
+            keys = self.stored.keys()
+            self._sweep = iter(keys) if isinstance(self.stored, RocksTable) else iter(list(keys))
+        marked = 0
+        seen = 0
+        clocks = self.clocks
+        for key in islice(self._sweep, budget):
+            seen += 1
+            if key == CHECKPOINT_KEY or key in self.dirty:
+                continue
+            stored = self.stored.get(key)
+            if not stored or has_open_session(stored):
+                continue
+            partition, arrival_ms = stored_head(stored)
+            if partition not in self.indexed:
+                continue
+            if clocks[partition].now(wall_ms) >= arrival_ms + self.ttl_ms:
+                self.evicted[key] = partition
+                self.devices.pop(key, None)
+                marked += 1
+        if seen < budget:  # the sweep is through
+            self._sweep = None
+            self._sweep_after_ms = wall_ms + min(SWEEP_PAUSE_MS, self.ttl_ms // 10)
+        return marked
 
     # Checkpoints and recovery
 
     @property
     def pending(self) -> bool:
-        """Devices changed or offsets consumed since the last commit."""
-        return bool(self.dirty or self.uncommitted)
+        """Devices changed or evicted, or offsets consumed, since the last commit."""
+        return bool(self.dirty or self.uncommitted or self.evicted)
 
-    def changes(self) -> Iterator[tuple[bytes, DeviceEntry]]:
-        """The devices changed since the last commit, for the changelog."""
+    def changes(self) -> Iterator[tuple[bytes, int, bytes | None]]:
+        """What the changelog gets at the next commit: (key, partition, value) of each device
+        changed since the last one, and a tombstone (value None) for each evicted."""
         for key in self.dirty:
             device = self.devices.get(key)
             if device is not None:
-                yield key, device
+                yield key, device.partition, device.to_value()
+        for key, partition in self.evicted.items():
+            yield key, partition, None
 
-    def committed(self, saved: Iterable[tuple[bytes, bytes]]) -> None:
-        """The transaction committed: the table now holds `saved` (key, value), nothing
-        consumed or changed is uncommitted any more."""
+    def committed(self, saved: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """The transaction committed: the table now holds `saved` (key, value; None: gone),
+        nothing consumed or changed is uncommitted any more."""
+        stored = self.stored
+        devices = self.devices
         for key, value in saved:
-            self.stored[key] = value
-        self.dirty = set()
+            if value is None:
+                stored.pop(key, None)
+                continue
+            stored[key] = value
+            device = devices.pop(key, None)  # the most recently changed are kept longest
+            if device is not None:
+                devices[key] = device
+        excess = len(devices) - self.cache_size
+        if excess > 0:
+            for key in list(islice(devices, excess)):
+                del devices[key]
+        self.dirty = {}
+        self.evicted = {}
         self.committed_clocks = {p: clock.newest_ms for p, clock in self.clocks.items()}
         self.uncommitted = {}
         self.uncommitted_messages = 0
@@ -231,13 +319,12 @@ class StreamingCore:
         self._emitting = None
         self._touched.clear()
         for key in self.dirty:
-            stored = self.stored.get(key)
-            if stored is None:
-                self.devices.pop(key, None)
-                continue
-            device = self.devices[key] = DeviceEntry.from_json(stored)
-            self._schedule(key, device)
-        self.dirty = set()
+            self.devices.pop(key, None)
+            device = self._entry(key)
+            if device is not None:
+                self._schedule(key, device)
+        self.dirty = {}
+        self.evicted = {}
         for tp in self.uncommitted:
             self.positions.pop(tp, None)
         self.uncommitted = {}
@@ -265,20 +352,22 @@ class StreamingCore:
             for key in [k for k, d in self.devices.items() if d.partition == partition]:
                 del self.devices[key]
         self.indexed = self.indexed.difference(partitions)
+        self._sweep = None
 
     def assign(self, partitions: frozenset[int]) -> None:
-        """Take on new partitions: a fresh clock each, their devices read from the table and
-        booked for their deadlines."""
+        """Take on new partitions: a fresh clock each, and the deadlines of their devices with
+        a session open booked (only those are decoded: the others wait in the table)."""
         for partition in partitions:
             self.clocks[partition] = PartitionClock()
         for key, stored in list(self.stored.items()):
-            if not stored or key == CHECKPOINT_KEY:
+            if not stored or key == CHECKPOINT_KEY or not has_open_session(stored):
                 continue
-            device = self.devices.get(key) or DeviceEntry.from_json(stored)
-            if device.partition in partitions:
-                self.devices[key] = device
-                self._schedule(key, device)
+            if stored_partition(stored) not in partitions:
+                continue
+            device = self.devices.get(key) or DeviceEntry.from_value(stored, key)
+            self._schedule(key, device)
         self.indexed = self.indexed | partitions
+        self._sweep = None
 
 
 def _origin(record: FetchedRecord) -> tuple[dict[str, Any], list[int | None] | None]:

@@ -18,7 +18,7 @@ from pipeline.config import Config
 from pipeline.engine import Record
 from pipeline.input import TOO_LARGE, Rejection, batch_event_as_sent
 from pipeline.processing.processor import Outputs
-from pipeline.processing.routing import route
+from pipeline.processing.routing import route, values
 from pipeline.sinks.kafka import RecordSink, RecordTooLarge
 from pipeline.streaming.partitioning import partition_for
 
@@ -66,7 +66,7 @@ class TopicWriter:
                 self._unwritable(exc, record, value)
         for name, records in routed.formatted():
             topic = self.partner_topics[name]
-            for record, value in zip(records, routed.serialized(records), strict=True):
+            for record, value in zip(records, values(records), strict=True):
                 try:
                     send(topic, key, value)
                 except RecordTooLarge as exc:

@@ -43,8 +43,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, MutableMapping, Sequence
+from typing import Any, cast
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -60,6 +60,7 @@ from pipeline.streaming.core import StreamingCore
 from pipeline.streaming.fetches import FetchApp
 from pipeline.streaming.progress import ReadProgress
 from pipeline.streaming.recovery import stuck_changelog_partitions, write_checkpoint_markers
+from pipeline.streaming.stores import ROCKSDB, ROCKSDB_OPTIONS, RocksTable
 from pipeline.streaming.transactions import Producers
 from pipeline.vocabulary import wall_ms
 
@@ -85,6 +86,7 @@ class SessionWorker:
             partitions=partitions,
             default=None,
             extra_topic_configs=required[changelog_topic(config)],
+            options=dict(ROCKSDB_OPTIONS) if config.worker.store == ROCKSDB else None,
         )
         self.repartition_topic = app.topic(
             repartition_topic(config),
@@ -100,6 +102,7 @@ class SessionWorker:
         self.core = StreamingCore(
             config, partitions, self.repartition_topic.get_topic_name(), wall_ms
         )
+        self.stored: MutableMapping[bytes, bytes] | None = None  # the table's store
         self.retry_backoff_s = RETRY_BACKOFF_S[0]
         self.recovering: BaseException | None = None  # a failure still to be recovered from
         self.checkpoint_every = config.worker.checkpoint_every
@@ -169,10 +172,24 @@ class SessionWorker:
     async def _prepare(self) -> None:
         """Before a fetch or tick writes: the producer and its transaction, after a recovery
         from the last failure if that is still to be done."""
-        self.core.stored = self.table.data  # (Faust creates it when it starts)
+        if self.stored is None:  # (Faust creates its store when it starts)
+            self.stored = self.core.stored = self._table_store()
         if self.recovering is not None:
             await self._recover()
         await self._ensure_producer()
+
+    def _table_store(self) -> MutableMapping[bytes, bytes]:
+        data: Any = self.table.data
+        if self.config.worker.store == ROCKSDB:
+            changelog = self.table.changelog_topic.get_topic_name()
+            return RocksTable(data, self.core.partitions, changelog)
+        return cast(MutableMapping[bytes, bytes], data)
+
+    def _markers_delivered(self, delivered: list[Any]) -> None:
+        # The checkpoint markers after a commit are in the changelog: the store is applied
+        # up to them.
+        if isinstance(self.stored, RocksTable):
+            self.stored.persist_offsets(delivered)
 
     async def _recover(self) -> None:
         """Go back to the last commit: abort the open transaction, put back the devices changed
@@ -219,7 +236,9 @@ class SessionWorker:
             keyed = {topics.sessions, topics.enriched, topics.deadletter}
             keyed.update(self.core.writer.partner_topics.values())
             self.producers = Producers(self.config, changelog, keyed)
-            self.checkpointer = Checkpoint(self.core, changelog, self.app.conf.id, self._committed)
+            self.checkpointer = Checkpoint(
+                self.core, changelog, self.app.conf.id, self._committed, self._markers_delivered
+            )
         self.core.writer.sink = await self.producers.ensure()
 
     def _sink(self) -> TransactionalSink:
@@ -278,6 +297,7 @@ class SessionWorker:
                 clock.now(wall_ms()),
             )
             core.expire(partition)
+        core.evict()  # a slice of the sweep for devices past their time to live
         sink = self.producers.sink if self.producers is not None else None
         pending = core.pending or (sink is not None and not sink.empty)
         if pending and time.monotonic() - self.committed_at >= self.config.worker.commit_interval_s:

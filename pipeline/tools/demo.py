@@ -9,7 +9,8 @@ outputs (DIR/sessions.jsonl, enriched.jsonl, dead_letter.jsonl, partners/<name>.
 drawn (DIR/timeline.html). Whatever happens, the worker and a broker it started are stopped.
 The worker and the report are `pipeline.tools.demo_worker` and `pipeline.tools.demo_report`.
 
-SESSIONIZE_* settings of the environment are not applied to the demo: its config is its own.
+SESSIONIZE_* settings of the environment are not applied to the demo: its config is its own
+(the command line reads SESSIONIZE_BOOTSTRAP, as every command does, into `bootstrap`).
 The command line imports this module to parse its flags: what imports aiokafka comes late.
 """
 

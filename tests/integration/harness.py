@@ -65,6 +65,7 @@ class Pipeline:
             f"web_port = {self.settings.get('web_port', 6066)}",
             f'data_dir = "{self.directory / "data"}"',
         ]
+        lines += [f"{k} = {v!r}" for k, v in self.settings.get("worker", {}).items()]
         for partner in self.settings.get(
             "partners", [{"name": "canonical", "format": "canonical"}]
         ):

@@ -315,11 +315,12 @@ def test_quiet_backgrounded_session_ends_within_timeout_plus_grace_plus_2s(
     assert elapsed >= 2, f"session_end after {elapsed:.1f} s: earlier than the timeout"
 
 
+@pytest.mark.parametrize("store", ["rocksdb", "memory"])
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_stop_mid_stream_loses_nothing_and_delivers_nothing_twice(
-    pipeline_factory: Callable[..., Pipeline], stop: signal.Signals
+    pipeline_factory: Callable[..., Pipeline], stop: signal.Signals, store: str
 ) -> None:
-    pipeline = pipeline_factory(sessions=FAST)
+    pipeline = pipeline_factory(sessions=FAST, worker={"store": store})
     first, second = halves(workload(devices=300, batch_size=2, seed=13))
     messages = first + second
     pipeline.start_worker()

@@ -220,9 +220,18 @@ def _server_properties(data_dir: Path, broker_port: int, controller_port: int) -
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
+def random_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes in unpadded URL-safe base64, never starting with
+    "-" (the storage tool would take it for a flag: one broker start in 64 failed so; Kafka's
+    own `Uuid.randomUuid` draws again likewise)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(java: str, classpath: str, config: Path) -> None:
-    # Kafka's cluster ids are 16 random bytes in unpadded URL-safe base64.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = random_cluster_id()
     command = [
         java,
         f"-Dlog4j2.configurationFile={LOG_CONFIG}",

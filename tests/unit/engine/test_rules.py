@@ -237,6 +237,18 @@ def test_session_ended_more_than_window_before_the_latest_event_is_forgotten() -
     assert device.enriched[-1]["session_number"] == 4
 
 
+def test_a_session_a_late_event_dated_before_the_window_opened_is_forgotten_too() -> None:
+    # Sessions are not closed in the order of their end: a re-sent launch from long ago
+    # (forgotten, so applied) opens a session that ends before sessions closed ahead of it.
+    device = Device()
+    old, _ = closed_sessions(device, T0, T0 + 2 * HOUR)
+    closed_sessions(device, T0 + 2 * HOUR + 10)  # the session of T0 is out of the window
+    assert device.send(dict(old)) == [Applied.APPLIED]  # opens a session dated T0
+    closed_sessions(device, T0 + 2 * HOUR + 20, T0 + 2 * HOUR + 30)
+    # That session ended at T0, two hours before the latest event: out of the window.
+    assert device.send(dict(old)) == [Applied.APPLIED]
+
+
 def test_most_recently_closed_session_is_remembered_past_the_window() -> None:
     device = Device()
     [launch] = closed_sessions(device, T0)

@@ -60,3 +60,27 @@ def test_properties_follow_braze_rules(make_event):
     assert "none" not in properties
     assert properties["long"] == "x" * 255
     assert properties["k" * 255] == 1
+
+
+def test_alias_name_counts_bytes_not_characters():
+    assert alias_name("é" * 118) == "é" * 118  # 236 bytes
+    assert len(alias_name("é" * 119)) == 64
+
+
+def test_when_keys_clean_to_the_same_name_the_first_wins(make_event):
+    [first_plain] = translate(make_event(attributes={"plan": "a", "$plan": "b", "x": 1}))
+    [first_dollar] = translate(make_event(attributes={"x": 1, "$plan": "b", "plan": "a"}))
+    assert first_plain["properties"] == {
+        "session_id": first_plain["properties"]["session_id"],
+        "session_number": first_plain["properties"]["session_number"],
+        "plan": "a",
+        "x": 1,
+    }
+    assert first_dollar["properties"]["plan"] == "b"
+    assert list(first_dollar["properties"])[2:] == ["x", "plan"]
+
+
+def test_cleaned_keys_cannot_override_the_session_fields(make_event):
+    [output] = translate(make_event(attributes={"a": 1, "$session_id": "spoof"}))
+    assert output["properties"]["session_id"] != "spoof"
+    assert output["properties"]["a"] == 1

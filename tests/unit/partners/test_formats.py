@@ -6,6 +6,7 @@ A new format module gets these for free; it only needs its schema and its golden
 from __future__ import annotations
 
 import copy
+from types import MappingProxyType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -107,3 +108,23 @@ def test_any_event_validates_against_the_schema(
     record = make_event(type=kind, name=name, user_id=user_id, attributes=attributes)
     for output in FORMATS[format_name](record):
         assert schema_errors(format_name, output) == [], output
+
+
+@pytest.mark.parametrize("format_name", ALL_FORMATS)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["screen_view", "custom_event", "app_background", "session_attribute"]),
+    attributes=st.dictionaries(
+        st.sampled_from(["", "$", "$a", "a", "token", "session_id", "k" * 300, "b c"]),
+        attribute_values,
+        max_size=8,
+    ),
+)
+def test_attributes_in_any_mapping_give_the_output_of_a_dict(
+    format_name, make_event, kind, attributes
+):
+    # Formats read a dict's attributes directly and copy any other mapping: the same output.
+    change = {"op": "set", "key": "level", "value": 3}
+    as_dict = make_event(type=kind, attribute=change, attributes=attributes)
+    as_proxy = make_event(type=kind, attribute=change, attributes=MappingProxyType(attributes))
+    assert FORMATS[format_name](as_proxy) == FORMATS[format_name](as_dict)

@@ -69,3 +69,18 @@ def test_attributes_cannot_spoof_mixpanel_fields(make_event):
 
 def test_event_names_never_start_with_dollar(make_event):
     assert translate(make_event(name="$merge"))[0]["event"] == "merge"
+
+
+def test_insert_id_edge_cases():
+    assert insert_id("---") == "---"
+    assert insert_id("a" * 36) == "a" * 36
+    assert insert_id("a" * 37) != "a" * 37
+    assert insert_id("ab\n") != "ab\n"
+    assert insert_id("ÄB") != "ÄB"
+
+
+def test_a_cleaned_token_is_dropped_and_the_first_of_two_names_wins(make_event):
+    [output] = translate(make_event(attributes={"a": 1, "$token": "secret", "$a": 2}))
+    properties = output["properties"]
+    assert "token" not in properties
+    assert properties["a"] == 1

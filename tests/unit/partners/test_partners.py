@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import pkgutil
 
@@ -124,3 +125,11 @@ def test_record_without_dropped_attributes_is_passed_as_it_is(make_event):
     record = make_event(attributes={"color": "red"})
     [output] = partner_records(partner(attributes_allowlist=frozenset({"color"})), record)
     assert output == record
+
+
+def test_a_partner_changed_with_replace_applies_its_new_filters(make_session_start):
+    unfiltered = partner(format="amplitude")
+    events_only = dataclasses.replace(unfiltered, sessions=False)
+    assert partner_records(unfiltered, make_session_start()) != []
+    assert partner_records(events_only, make_session_start()) == []
+    assert unfiltered == partner(format="amplitude")

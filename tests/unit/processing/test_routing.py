@@ -3,12 +3,15 @@ whole to verbatim partners, formatted records to the others."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+import pytest
 
 from pipeline.engine import SessionConfig
 from pipeline.partners import Partner
 from pipeline.processing.processor import Outputs, Processor
-from pipeline.processing.routing import route
+from pipeline.processing.routing import json_lines, route, values
 from pipeline.testing import T0, launch, screen_view, terminate, types
 
 MIRROR = Partner(name="mirror", format="canonical", topic="partner.mirror")
@@ -48,4 +51,21 @@ def test_a_formatted_partner_gets_its_own_records_serialized() -> None:
     routed = route(out, orjson.dumps)
     ((name, records),) = routed.formatted()
     assert (name, records) == ("amp", out.partners["amp"])
-    assert routed.serialized(records) == [orjson.dumps(r) for r in records]
+    assert values(records) == [orjson.dumps(r) for r in records]
+    assert json_lines(records) == b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [],
+        [{}],
+        [{"a": 1}, {}, {"b": [1, {"c": 2}]}],
+        [{"name": "},{"}, {"x": "}, {"}],  # the separator inside strings
+        [{"nested": [{"a": 1}, {"b": 2}]}, {"n": {"m": {}}}],
+        [{"text": "line\nbreak", "u": "é"}],
+    ],
+)
+def test_values_and_json_lines_are_each_records_own_dumps(records: list[dict[str, Any]]) -> None:
+    assert values(records) == [orjson.dumps(r) for r in records]
+    assert json_lines(records) == b"".join(orjson.dumps(r) + b"\n" for r in records)

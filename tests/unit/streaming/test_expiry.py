@@ -3,7 +3,13 @@ partition clocks and the deadline index."""
 
 from __future__ import annotations
 
-from pipeline.streaming.expiry import DeadlineIndex, PartitionClock, device_now, due_at
+from pipeline.streaming.expiry import (
+    STALE_MARGIN,
+    DeadlineIndex,
+    PartitionClock,
+    device_now,
+    due_at,
+)
 from pipeline.testing import SECOND, T0
 
 GRACE = 2 * SECOND
@@ -79,3 +85,44 @@ def test_partitions_are_indexed_apart_and_dropped_whole() -> None:
     assert len(index) == 1
     assert index.pop_due(1, T0) == []
     assert index.pop_due(0, T0) == [b"a"]
+
+
+def test_a_cancelled_booking_is_not_handed_out() -> None:
+    index = DeadlineIndex()
+    index.schedule(0, b"a", T0)
+    index.schedule(0, b"b", T0)
+    index.cancel(b"a")
+    assert b"a" not in index and len(index) == 1
+    assert index.pop_due(0, T0) == [b"b"]
+
+
+def test_a_device_booked_again_after_a_cancel_is_handed_out_once() -> None:
+    index = DeadlineIndex()
+    index.schedule(0, b"a", T0)
+    index.cancel(b"a")
+    index.schedule(0, b"a", T0)
+    assert index.pop_due(0, T0) == [b"a"]
+    assert index.pop_due(0, T0 + 1) == []
+
+
+def test_stale_bookings_are_dropped_once_they_outnumber_the_live_ones() -> None:
+    index = DeadlineIndex()
+    live = [f"live{n}".encode() for n in range(100)]
+    for key in live:
+        index.schedule(0, key, T0 + 10)
+    for n in range(50_000):  # sessions that closed before their deadline came
+        key = f"gone{n}".encode()
+        index.schedule(n % 3, key, T0 + n)
+        index.cancel(key)
+    assert len(index) == 100
+    assert index.entries <= 2 * len(index) + STALE_MARGIN
+    assert index.pop_due(0, T0 + 10) == sorted(live)
+    assert [index.pop_due(p, T0 + 100_000) for p in range(3)] == [[], [], []]
+
+
+def test_rebooking_earlier_again_and_again_keeps_the_index_bounded() -> None:
+    index = DeadlineIndex()
+    for n in range(50_000):
+        index.schedule(0, b"a", T0 + 100_000 - n)
+    assert index.entries <= 2 + STALE_MARGIN
+    assert index.pop_due(0, T0 + 100_000) == [b"a"]

@@ -77,3 +77,61 @@ def test_an_output_dir_that_cannot_be_made_is_exit_2(
     code, _, err = run_cli(capsys, "demo", "--output-dir", str(blocker / "out"))
     assert code == 2
     assert_one_line_error(err, "cannot create output directory")
+
+
+# Which broker: --bootstrap, then SESSIONIZE_BOOTSTRAP as for every command, then the old name
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "used", "warning"),
+    [
+        (None, {}, None, None),
+        ("flag:1", {"SESSIONIZE_BOOTSTRAP": "env:1", "KAFKA_BOOTSTRAP": "old:1"}, "flag:1", None),
+        (None, {"SESSIONIZE_BOOTSTRAP": "env:1"}, "env:1", None),
+        (None, {"KAFKA_BOOTSTRAP": "old:1"}, "old:1", "deprecated: set SESSIONIZE_BOOTSTRAP"),
+        (
+            None,
+            {"SESSIONIZE_BOOTSTRAP": "env:1", "KAFKA_BOOTSTRAP": "old:1"},
+            "env:1",
+            "deprecated and ignored",
+        ),
+    ],
+)
+def test_the_demo_reads_sessionize_bootstrap_and_warns_of_kafka_bootstrap(
+    flag: str | None, env: dict[str, str], used: str | None, warning: str | None
+) -> None:
+    bootstrap, said = demo_command.demo_bootstrap(flag, env)
+    assert bootstrap == used
+    assert (said is None) == (warning is None)
+    if warning is not None:
+        assert said is not None and warning in said
+
+
+@pytest.mark.parametrize(
+    ("env", "warned"),
+    [({"SESSIONIZE_BOOTSTRAP": "env:1"}, False), ({"KAFKA_BOOTSTRAP": "env:1"}, True)],
+)
+def test_the_demo_command_hands_the_environments_broker_to_the_demo(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
+    warned: bool,
+) -> None:
+    seen: list[DemoOptions] = []
+
+    def record(options: DemoOptions) -> str:
+        seen.append(options)
+        return "summary"
+
+    monkeypatch.delenv("SESSIONIZE_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(demo_command, "run_demo", record)
+    code, out, err = run_cli(capsys, "demo", "--output-dir", str(tmp_path / "out"))
+    assert (code, out) == (0, "summary\n")
+    assert [options.bootstrap for options in seen] == ["env:1"]
+    assert len(err) == int(warned)
+    if warned:
+        assert "sessionize demo: warning: KAFKA_BOOTSTRAP is deprecated" in err[0]
