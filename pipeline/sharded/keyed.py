@@ -66,18 +66,19 @@ class StreamWriter:
         self.data = (directory / f"{name}.jsonl").open("wb")
         self.done = directory / f"{name}.done"
 
-    def write(self, lines: list[bytes], keys: array[int], flags: list[bool] | None = None) -> None:
-        """Append `lines` (each ending in a newline) with one key each (and one flag each)."""
-        if len(keys) != len(lines):
-            raise AssertionError(f"{len(lines)} records but {len(keys)} keys")
-        if not lines:
+    def write(self, data: bytes, keys: array[int], flags: list[bool] | None = None) -> None:
+        """Append `data`, records as JSON Lines, with one key each (and one flag each)."""
+        records = data.count(b"\n")
+        if records != len(keys):
+            raise AssertionError(f"{records} records but {len(keys)} keys")
+        if not data:
             return
         keys.tofile(self.keys)
         self.keys.flush()
         if self.flags is not None and flags is not None:
             self.flags.write(bytes(flags))
             self.flags.flush()
-        self.data.write(b"".join(lines))
+        self.data.write(data)
         self.data.flush()
 
     def close(self) -> None:

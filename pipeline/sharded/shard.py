@@ -38,7 +38,7 @@ from pipeline.input import NOT_DECODED
 from pipeline.memory import keep_freed_memory
 from pipeline.offline import Summary, count_outputs, line_blocks
 from pipeline.processing.processor import Outputs, Processor
-from pipeline.processing.routing import route
+from pipeline.processing.routing import json_lines, route
 from pipeline.processing.step import MessageStep
 from pipeline.sharded.keyed import END, KEY_TYPE, SequenceKeys, StreamWriter, expand
 from pipeline.sharded.merge import DEAD_LETTER_STREAM, PIPELINE_STREAM, partner_stream
@@ -112,10 +112,11 @@ class _ShardWriter:
         routed = route(out, json_line)
         count_outputs(self.summary, routed, out, self.dead_letters)
         pipeline_ends, *partner_ends = marks.ends
-        self.pipeline.write(routed.lines, expand(marks.keys, pipeline_ends), routed.is_session)
+        pipeline_keys = expand(marks.keys, pipeline_ends)
+        self.pipeline.write(b"".join(routed.lines), pipeline_keys, routed.is_session)
         for name, stream, ends in zip(self.formatted, self.partners, partner_ends, strict=True):
-            stream.write(routed.serialized(out.partners[name]), expand(marks.keys, ends))
-        dead_lines = list(map(json_line, self.dead_letters))
+            stream.write(json_lines(out.partners[name]), expand(marks.keys, ends))
+        dead_lines = b"".join(map(json_line, self.dead_letters))
         self.dead.write(dead_lines, array(KEY_TYPE, self.dead_keys))
         out.clear()
         marks.clear()

@@ -25,7 +25,7 @@ def write_shards(tmp_path: Path, records: list[tuple[int, bytes]], shards: int) 
     owner_of_key: dict[int, int] = {}
     for key, line in records:  # one shard per key: as with real keys
         shard = owner_of_key.setdefault(key, rng.randrange(shards))
-        writers[shard].write([line + b"\n"], array(KEY_TYPE, [key]))
+        writers[shard].write(line + b"\n", array(KEY_TYPE, [key]))
     for writer in writers:
         writer.close()
     return directories
