@@ -403,7 +403,9 @@ def benchmark(args: argparse.Namespace) -> int:
         rows.append(
             ("RSS growth per device, trimmed", f"{trimmed_growth / args.devices:,.0f} B", "")
         )
-    rows.append(("table value per device (zstd of its JSON)", f"{values / max(len(stored), 1):,.0f} B", ""))
+    rows.append(
+        ("table value per device (zstd of its JSON)", f"{values / max(len(stored), 1):,.0f} B", "")
+    )
     share_ticks = time_ticks(core, clock, sink)
     feeder.feed(population, reopen=True, commit=False)
     all_ticks = time_ticks(core, clock, sink)

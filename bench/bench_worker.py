@@ -307,6 +307,7 @@ class WorkerRun:
             "[worker]",
             f'app_id = "{self.name}"',
             f'data_dir = "{self.directory / "data"}"',
+            "web_port = 0",  # any free port
         ]
         for partner in self.scenario.partners:
             lines += [

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import consume, demo, offline, produce, topics, worker
+from pipeline.cli import consume, demo, lookup, offline, produce, topics, worker
 from pipeline.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, CliError, Command
 from pipeline.cli.parser import Parser, version
 from pipeline.config import ConfigError
@@ -19,6 +19,7 @@ from pipeline.config import ConfigError
 COMMANDS: tuple[Command, ...] = (
     *offline.COMMANDS,
     worker.WORKER,
+    lookup.LOOKUP,
     produce.PRODUCE,
     consume.CONSUME,
     topics.TOPICS,

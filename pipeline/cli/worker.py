@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cli.common import (
+    CliError,
     Command,
     add_bootstrap_flag,
     add_config_flag,
@@ -19,9 +20,15 @@ def _worker_flags(parser: argparse.ArgumentParser) -> None:
     add_bootstrap_flag(parser)
     parser.add_argument(
         "--loglevel",
-        default="warning",
+        default="info",
         choices=["debug", "info", "warning", "error"],
-        help="log level (default warning)",
+        help="log level (default info; Faust's and aiokafka's own lines at debug)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text (default) or as JSON objects, one a line",
     )
 
 
@@ -31,9 +38,16 @@ def _worker(args: argparse.Namespace) -> int:
     config = config_from(args)
     # Checked before the worker sets up its own logging, so a failure is one line.
     partitions = run_kafka_command(prepare_worker_topics(config))
+    from pipeline.observe.web import listen
     from pipeline.streaming.app import run_worker  # Faust: imported once Kafka is usable
 
-    run_worker(config, partitions, args.loglevel)
+    settings = config.worker
+    try:
+        listener = listen(config) if settings.web_enabled else None
+    except OSError as exc:
+        where = f"{settings.web_host}:{settings.web_port}"
+        raise CliError(f"cannot listen on {where} ([worker] web_host, web_port): {exc}") from None
+    run_worker(config, partitions, args.loglevel, args.log_format, listener)
     return 0
 
 

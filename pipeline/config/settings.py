@@ -105,8 +105,11 @@ class WorkerSettings:
     grace_s: float = 2.0
     tick_s: float = 0.5
     data_dir: str = ".sessionize-data"
+    # The worker's HTTP endpoint (pipeline.observe.web); port 0: any free one (logged at start).
+    web_enabled: bool = True
+    web_host: str = "127.0.0.1"
     web_port: int = 6066
-    web_enabled: bool = False
+    progress_interval_s: float = 60.0  # how often the worker logs a progress line
     # Names this worker's transactional producer (`<app_id>-<instance_id>`): stable across
     # restarts, unique per worker.
     instance_id: str = field(default_factory=default_instance_id)
@@ -174,7 +177,8 @@ SECTIONS: Final[dict[str, dict[str, Setting]]] = {
         {
             "grace_s": at_least(0),
             "tick_s": above(0),
-            "web_port": between(1, 65_535),
+            "web_port": between(0, 65_535),
+            "progress_interval_s": above(0),
             "checkpoint_every": at_least(1),
             "commit_interval_s": above(0),
             "store": one_of(*STORES),

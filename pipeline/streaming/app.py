@@ -25,6 +25,8 @@ from pipeline.config import Config
 from pipeline.kafka.clients import max_request_size
 from pipeline.kafka.outages import client_noise
 from pipeline.memory import collect_rarely, keep_freed_memory
+from pipeline.observe.logs import configure as configure_logs
+from pipeline.observe.web import Listener, WebService
 from pipeline.streaming.fetches import FetchApp
 from pipeline.streaming.recovery import fence_previous_instance
 from pipeline.streaming.stores import store_url
@@ -38,8 +40,11 @@ EXIT_KAFKA = 3  # as the command line's: Kafka cannot be used (fenced, refused)
 EXIT_BUG = 1
 
 
-def create_app(config: Config, partitions: int | None = None) -> tuple[FetchApp, SessionWorker]:
-    """The Faust app of the worker, with its agents and timer."""
+def create_app(
+    config: Config, partitions: int | None = None, web_url: str | None = None
+) -> tuple[FetchApp, SessionWorker]:
+    """The Faust app of the worker, with its agents and timer; `web_url`: the worker's web
+    address, which Faust's assignor tells the group (`pipeline.observe.status`)."""
     partitions = partitions or config.topics.partitions
     settings = config.worker
     # One directory per instance: workers sharing a disk must not share a RocksDB store.
@@ -54,9 +59,8 @@ def create_app(config: Config, partitions: int | None = None) -> tuple[FetchApp,
         value_serializer="raw",
         topic_partitions=partitions,
         topic_replication_factor=config.topics.replication,
-        web_enabled=settings.web_enabled,
-        web_bind="127.0.0.1",
-        web_port=settings.web_port,
+        web_enabled=False,  # the worker's endpoint is its own (pipeline.observe.web)
+        canonical_url=web_url or "http://127.0.0.1:0",
         datadir=str(datadir),
         table_standby_replicas=0,
         producer_linger_ms=5,
@@ -169,22 +173,34 @@ class FatalExit:
 
 
 class _Worker(faust.Worker):
+    log_format = "text"
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
+        configure_logs(logger, level, self.log_format)
         for handler in logger.handlers:  # a broker outage: a few lines, not thousands
             handler.addFilter(client_noise)
 
 
-def run_worker(config: Config, partitions: int, loglevel: str = "warning") -> None:
+def run_worker(
+    config: Config,
+    partitions: int,
+    loglevel: str = "info",
+    log_format: str = "text",
+    listener: Listener | None = None,
+) -> None:
     """Run a worker until SIGINT/SIGTERM, or until a fatal error ends it (SystemExit with a
-    non-zero code). Its topics must have been prepared (`pipeline.kafka.topics`)."""
+    non-zero code). Its topics must have been prepared (`pipeline.kafka.topics`); its web
+    endpoint serves on `listener` (None: none)."""
     keep_freed_memory()  # records are freed after every send: reuse the memory
     collect_rarely()  # device states are long-lived: don't keep re-scanning them
     asyncio.run(fence_previous_instance(config))
-    app, _ = create_app(config, partitions)
+    app, session_worker = create_app(config, partitions, listener.url if listener else None)
     fatal = FatalExit()
     app.crash_handler = fatal
-    worker = _Worker(app, loglevel=loglevel.upper(), quiet=True)
+    web = WebService(session_worker, listener)
+    worker = _Worker(app, web, loglevel=loglevel.upper(), quiet=True)
+    worker.log_format = log_format
     # Faust's terminal spinner turns the root logger to DEBUG so that it "spins for every log
     # message": every aiokafka send then builds a log record. No spinner, no such cost.
     worker.spinner = None

@@ -99,6 +99,8 @@ class StreamingCore:
         self.cache_size = config.worker.cached_devices
         self.ttl_ms = round(config.worker.device_ttl_days * DAY_MS)
         self.evicted: dict[bytes, int] = {}  # key -> partition: tombstones of the next commit
+        self.held: dict[int, int] = {}  # partition -> devices the table holds there
+        self._new: dict[bytes, int] = {}  # key -> partition: not in the table before
         self._sweep: Iterator[bytes] | None = None  # the keys an eviction sweep has yet to see
         self._sweep_after_ms = 0  # wall clock at which the next sweep may start
         self.index = DeadlineIndex()
@@ -183,6 +185,8 @@ class StreamingCore:
                 device = DeviceEntry.from_value(stored, device_key)
             else:  # new, or back before its eviction was committed: starts again either way
                 device = DeviceEntry(self.processor.new_states(app_id, device_id), partition)
+                if stored is None:
+                    self._new[device_key] = partition
             self.devices[device_key] = device
         verdict = self.processor.apply(device.states, event, self.out)
         if verdict.rejected:
@@ -293,11 +297,16 @@ class StreamingCore:
         nothing consumed or changed is uncommitted any more."""
         stored = self.stored
         devices = self.devices
+        held = self.held
         for key, value in saved:
             if value is None:
                 stored.pop(key, None)
+                if (partition := self.evicted[key]) in held:
+                    held[partition] -= 1
                 continue
             stored[key] = value
+            if (new := self._new.get(key)) is not None:
+                held[new] = held.get(new, 0) + 1
             device = devices.pop(key, None)  # the most recently changed are kept longest
             if device is not None:
                 devices[key] = device
@@ -307,6 +316,7 @@ class StreamingCore:
                 del devices[key]
         self.dirty = {}
         self.evicted = {}
+        self._new = {}
         self.committed_clocks = {p: clock.newest_ms for p, clock in self.clocks.items()}
         self.uncommitted = {}
         self.uncommitted_messages = 0
@@ -325,12 +335,23 @@ class StreamingCore:
                 self._schedule(key, device)
         self.dirty = {}
         self.evicted = {}
+        self._new = {}
         for tp in self.uncommitted:
             self.positions.pop(tp, None)
         self.uncommitted = {}
         self.uncommitted_messages = 0
         for partition, clock in self.clocks.items():  # (a clock reset since stays so)
             clock.newest_ms = min(clock.newest_ms, self.committed_clocks.get(partition, 0))
+
+    @property
+    def devices_held(self) -> int:
+        """Devices the table holds on this worker's partitions (as committed)."""
+        return sum(self.held.values())
+
+    @property
+    def open_sessions(self) -> int:
+        """Devices with a session open on this worker's partitions (each has a deadline)."""
+        return len(self.index)
 
     def forget_positions(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions left this worker: a later owner may have moved on."""
@@ -349,6 +370,7 @@ class StreamingCore:
         """Forget the devices and deadlines of partitions this worker lost."""
         for partition in partitions:
             self.index.drop_partition(partition)
+            self.held.pop(partition, None)
             for key in [k for k, d in self.devices.items() if d.partition == partition]:
                 del self.devices[key]
         self.indexed = self.indexed.difference(partitions)
@@ -357,15 +379,20 @@ class StreamingCore:
     def assign(self, partitions: frozenset[int]) -> None:
         """Take on new partitions: a fresh clock each, and the deadlines of their devices with
         a session open booked (only those are decoded: the others wait in the table)."""
+        held = self.held
         for partition in partitions:
             self.clocks[partition] = PartitionClock()
-        for key, stored in list(self.stored.items()):
-            if not stored or key == CHECKPOINT_KEY or not has_open_session(stored):
+            held[partition] = 0
+        for key, stored in self.stored.items():
+            if not stored or key == CHECKPOINT_KEY:
                 continue
-            if stored_partition(stored) not in partitions:
+            partition = stored_partition(stored)
+            if partition not in partitions:
                 continue
-            device = self.devices.get(key) or DeviceEntry.from_value(stored, key)
-            self._schedule(key, device)
+            held[partition] += 1
+            if has_open_session(stored):
+                device = self.devices.get(key) or DeviceEntry.from_value(stored, key)
+                self._schedule(key, device)
         self.indexed = self.indexed | partitions
         self._sweep = None
 

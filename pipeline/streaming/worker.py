@@ -54,6 +54,7 @@ from pipeline.config import Config
 from pipeline.kafka.clients import is_transient
 from pipeline.kafka.outages import client_noise
 from pipeline.kafka.topics import TABLE_NAME, changelog_topic, repartition_topic, required_configs
+from pipeline.observe.metrics import WorkerMetrics
 from pipeline.sinks.kafka import TransactionalSink
 from pipeline.streaming.checkpoint import Checkpoint
 from pipeline.streaming.core import StreamingCore
@@ -103,6 +104,8 @@ class SessionWorker:
             config, partitions, self.repartition_topic.get_topic_name(), wall_ms
         )
         self.stored: MutableMapping[bytes, bytes] | None = None  # the table's store
+        self.metrics = WorkerMetrics(config)  # counts what the core applies and commits
+        self.metrics.instrument(self.core)
         self.retry_backoff_s = RETRY_BACKOFF_S[0]
         self.recovering: BaseException | None = None  # a failure still to be recovered from
         self.checkpoint_every = config.worker.checkpoint_every
@@ -196,6 +199,7 @@ class SessionWorker:
         since, and forget how far the partitions were read, so that the next fetch or tick
         reads the messages since the last commit again (see `ReadProgress.fill_gap`)."""
         self.core.rollback()
+        self.metrics.rolled_back()
         if self.producers is not None:
             await self.producers.abort()
         self.recovering = None
@@ -239,7 +243,7 @@ class SessionWorker:
             self.checkpointer = Checkpoint(
                 self.core, changelog, self.app.conf.id, self._committed, self._markers_delivered
             )
-        self.core.writer.sink = await self.producers.ensure()
+        self.core.writer.sink = self.metrics.counting(await self.producers.ensure())
 
     def _sink(self) -> TransactionalSink:
         # Records are batched per partition and delivered by the checkpoint, before the
@@ -260,11 +264,14 @@ class SessionWorker:
         if producers is None or producers.producer is None or self.broken:
             return
         assert producers.sink is not None and self.checkpointer is not None
+        started = time.monotonic()
         await self.checkpointer.commit(producers.producer, producers.sink, producers.markers)
+        self.metrics.commit_duration.observe(time.monotonic() - started)
 
     def _committed(self, offsets: dict[Any, int]) -> None:
         # The checkpoint's transaction committed.
         self.committed_at = time.monotonic()
+        self.metrics.committed()
         self.app.note_committed(offsets)
         self.retry_backoff_s = RETRY_BACKOFF_S[0]
         client_noise.back()

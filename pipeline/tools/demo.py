@@ -174,6 +174,7 @@ def demo_config(bootstrap: str, names: str, data_dir: Path) -> str:
         f"app_id = {_toml_string(names or 'sessionize-demo')}",
         f"grace_s = {GRACE_S}",
         "tick_s = 0.5",
+        "web_port = 0",  # any free port: a demo must not need 6066
         f"data_dir = {_toml_string(str(data_dir))}",
     ]
     for name in FORMATS:

@@ -62,7 +62,7 @@ class Pipeline:
             f'app_id = "{self.name}"',
             f"grace_s = {self.settings.get('grace_s', 1.0)}",
             "tick_s = 0.25",
-            f"web_port = {self.settings.get('web_port', 6066)}",
+            f"web_port = {self.settings.get('web_port', 0)}",  # 0: a free port each
             f'data_dir = "{self.directory / "data"}"',
         ]
         lines += [f"{k} = {v!r}" for k, v in self.settings.get("worker", {}).items()]

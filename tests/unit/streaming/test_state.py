@@ -219,3 +219,35 @@ def test_devices_of_partitions_this_worker_does_not_own_are_left_alone() -> None
     stream.core.reindex(frozenset({0}))
     at(stream, T0 + TTL)
     assert stream.core.evict() == 0
+
+
+# What the worker holds, for its metrics
+
+
+def test_devices_held_and_open_sessions_count_the_table_as_committed() -> None:
+    stream = Stream(2, cached_devices=0, device_ttl_days=TTL_DAYS)
+    here, there = device_on(0, 2, "h"), device_on(1, 2, "t")
+    stream.send(launch(here, T0), partition=0)
+    stream.send(launch(there, T0), terminate(there, T0 + 1), partition=1)
+    assert stream.core.devices_held == 0  # nothing committed yet
+    stream.commit()
+    assert (stream.core.devices_held, stream.core.open_sessions) == (2, 1)
+    stream.send(screen_view(here, T0 + 2), partition=0)  # not new: no second count
+    stream.commit()
+    assert stream.core.devices_held == 2
+    at(stream, T0 + TTL)
+    assert stream.core.evict() == 1  # `there`: no session open
+    stream.commit()
+    assert stream.core.devices_held == 1
+    stream.core.reindex(frozenset({1}))
+    assert (stream.core.devices_held, stream.core.open_sessions) == (0, 0)
+    stream.core.reindex(frozenset({0, 1}))
+    assert (stream.core.devices_held, stream.core.open_sessions) == (1, 1)
+
+
+def test_a_rollback_forgets_devices_new_since_the_commit() -> None:
+    stream = Stream()
+    stream.send(launch("d1", T0))
+    stream.core.rollback()
+    stream.commit()
+    assert stream.core.devices_held == 0
