@@ -42,17 +42,19 @@ import gc
 import hashlib
 import os
 import random
+import shutil
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import orjson
+from faust.stores.rocksdb import RocksDBOptions
 
 from pipeline.config import Config, load_config
 from pipeline.kafka.topics import max_message_bytes
@@ -62,6 +64,7 @@ from pipeline.streaming.checkpoint import Checkpoint
 from pipeline.streaming.codec import has_open_session
 from pipeline.streaming.core import StreamingCore
 from pipeline.streaming.partitioning import partition_for
+from pipeline.streaming.stores import ROCKSDB_OPTIONS, RocksTable
 from pipeline.testing import T0, FakeClock, FetchedRecord
 
 DEVICES_PER_CHUNK = 10_000
@@ -341,6 +344,25 @@ def time_ticks(core: StreamingCore, clock: FakeClock, sink: DroppingSink) -> Tic
 # The benchmark
 
 
+class LocalRocks:
+    """What `RocksTable` needs of Faust's RocksDB store: a database per partition, opened
+    with the worker's options (`ROCKSDB_OPTIONS`) by Faust's own `RocksDBOptions`."""
+
+    offset_key = b"__faust\x00offset__"
+
+    def __init__(self, directory: Path, partitions: int) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        options = {k: v for k, v in ROCKSDB_OPTIONS.items() if k != "driver"}
+        self._options = RocksDBOptions(**options, use_rocksdict=True)
+        self._dbs = {
+            p: self._options.open(directory / f"devices-{p}.db") for p in range(partitions)
+        }
+
+    def _db_for_partition(self, partition: int) -> Any:
+        return self._dbs[partition]
+
+
 def ms(values: list[float]) -> str:
     """Median, 99th percentile and max of timings in ms."""
     p99 = statistics.quantiles(values, n=100)[98]
@@ -356,7 +378,9 @@ def benchmark(args: argparse.Namespace) -> int:
     window_ms = int(min(timeouts) * 1000 / 4)  # twice this is still under every timeout
     clock = FakeClock(T0)
     partitions = config.topics.partitions
-    stored: dict[bytes, bytes] = {}  # the memory store
+    stored: MutableMapping[bytes, bytes] = {}  # the memory store
+    if args.store == "rocksdb":
+        stored = RocksTable(LocalRocks(Path(args.data_dir), partitions), partitions, "changelog")
     core = StreamingCore(config, partitions, REPARTITION_TOPIC, clock, stored)
     sink = DroppingSink(max_message_bytes(config))
     core.writer.sink = sink
@@ -366,7 +390,8 @@ def benchmark(args: argparse.Namespace) -> int:
     profiles = len(core.processor.new_states(APPS[0], "d"))
     print(
         f"{args.devices:,} devices, {args.open_share:.0%} with an open session, --batch "
-        f"{args.batch}, seed {args.seed}; {partitions} partitions, {len(config.partners)} "
+        f"{args.batch}, seed {args.seed}; store {args.store}; {partitions} partitions, "
+        f"{len(config.partners)} "
         f"partners, {profiles} state(s) per device, checkpoint every "
         f"{config.worker.checkpoint_every:,} messages; Python {sys.version.split()[0]}",
         flush=True,
@@ -433,6 +458,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=20, help="events per message at most")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--config", type=Path, help="a config file (default: the defaults)")
+    parser.add_argument("--store", choices=("memory", "rocksdb"), default="memory")
+    parser.add_argument(
+        "--data-dir", default="/tmp/bench_state_rocksdb", help="RocksDB's (emptied first)"
+    )
     args = parser.parse_args()
     if args.devices < 1 or args.batch < 1 or not 0.0 <= args.open_share <= 1.0:
         parser.error("--devices and --batch must be >= 1, --open-share within [0, 1]")

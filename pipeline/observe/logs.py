@@ -78,12 +78,12 @@ def log_start(config: Config, changelog: str, repartition: str, url: str | None)
         "bootstrap": config.kafka.bootstrap,
         "input": [topics.input, repartition],
         "outputs": [topics.sessions, topics.enriched, topics.deadletter, *partners],
-        "store": f"memory, changelog {changelog}",
+        "store": f"{worker.store}, changelog {changelog}",
         "web": url,
     }
     log.info(
         "sessionize %s worker %s (group %s) starting: Kafka %s; reads %s (and %s); writes %s, "
-        "%s, %s and %d partner topics (%s); device table in memory, kept in %s; web %s",
+        "%s, %s and %d partner topic(s) (%s); device table in %s, kept in %s; web %s",
         fields["version"],
         worker.instance_id,
         worker.app_id,
@@ -95,6 +95,7 @@ def log_start(config: Config, changelog: str, repartition: str, url: str | None)
         topics.deadletter,
         len(partners),
         ", ".join(partners),
+        "RocksDB" if worker.store == "rocksdb" else "memory",
         changelog,
         url or "off ([worker] web_enabled = false)",
         extra={FIELDS: fields},
