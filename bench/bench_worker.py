@@ -71,7 +71,10 @@ REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 SESSION_START = b'"type":"session_start"'
 SESSION_END = b'"type":"session_end"'
-ENDS_WAIT_S = 120.0  # after the last session_start: past any session_timeout_s + grace_s here
+# After the last session_start, how long the timeouts may take: a --devices 2000 run saw its
+# last session_end 113 s after its last session_start (session_timeout_s 60 + grace_s 2 after
+# the message's arrival, and the worker's ticks and commits after that).
+ENDS_WAIT_S = 300.0
 STALL_S = 120.0  # no new committed output for this long: give up on a worker run
 STOP_TIMEOUT_S = 120.0  # a stopping worker writes its profile; that can take a while
 TOP = 20
@@ -408,9 +411,10 @@ async def watch_worker(
                 break
             if worker.poll() is not None:
                 raise RuntimeError(f"worker {run.name} exited with {worker.returncode}")
-            if progress.complete and now - progress.complete > ENDS_WAIT_S:
-                break  # session_ends incomplete: reported as such
-            if now - (progress.last_output or now) > STALL_S:
+            if progress.complete:
+                if now - progress.complete > ENDS_WAIT_S:
+                    break  # session_ends incomplete: reported as such
+            elif now - (progress.last_output or now) > STALL_S:
                 break  # incomplete: reported as such
         progress.peak_rss_kib = max(progress.peak_rss_kib, peak_rss_kib(worker.pid))
     finally:
