@@ -117,6 +117,8 @@ def tricky_lines() -> list[bytes]:
         dumps(event("o1", -T0)),  # before 2000
         dumps(event("x" * Limits().max_event_bytes, 8_000)),  # too large
         dumps({"app_id": "app-a", "device_id": B, "events": []}),
+        dumps(event("r1", 8_500, device_id=B)) + b"\r",  # a CRLF line
+        b"\r\x0b\x0c\x1c\x85 \x00",  # line breaks of other kinds inside one line
         dumps(event("a3", 9_000, "app_terminate")),
         dumps(event("b3", 40 * 60_000, "app_launch", device_id=B)),  # after B's timeout
     ]
