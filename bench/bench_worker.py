@@ -19,6 +19,14 @@ one record per applied event and the sessions topic every session_start (the exp
 come from offline mode over the same messages). Outputs of a message are committed in the same
 transaction as its enriched records, so partner topics are complete at that moment too.
 
+The run then goes on until the sessions topic also holds every session_end the worker will
+write without new input (`session_ends_expected`): every session ends, but one still in the
+foreground when the input ends closes only after `idle_timeout_s` (30 min) without events, which
+no run waits for; a backgrounded one closes `session_timeout_s` + `grace_s` after its last
+message arrived. Only then is the worker stopped and its topics counted, so the counts are the
+same from run to run (stopping at the last session_start left a varying number of timeouts
+unwritten). The wait is reported on its own ("ends after"); it is not in events/s.
+
     .venv/bin/python bench/bench_worker.py                  # the full benchmark (~5 min)
     .venv/bin/python bench/bench_worker.py --profile --profile-out /tmp/prof
         # ... then each worker scenario again under cProfile, its time grouped by layer
@@ -62,6 +70,12 @@ from pipeline.workload.generator import WorkloadSpec, generate_keyed_messages
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 4
 SESSION_START = b'"type":"session_start"'
+SESSION_END = b'"type":"session_end"'
+# After the last session_start, how long the timeouts may take: they count from each message's
+# arrival, and a few generated devices send a session_timeout_s of their own, longer than the
+# default 60 s; a --devices 2000 run saw its last session_end 113 s after its last
+# session_start.
+ENDS_WAIT_S = 300.0
 STALL_S = 120.0  # no new committed output for this long: give up on a worker run
 STOP_TIMEOUT_S = 120.0  # a stopping worker writes its profile; that can take a while
 TOP = 20
@@ -77,6 +91,7 @@ class Expected:
     events: int  # applied + duplicates + dead-lettered events
     enriched: int
     session_starts: int
+    session_ends: int  # what a worker writes with no new input (see session_ends_expected)
 
 
 @dataclass(frozen=True)
@@ -113,13 +128,38 @@ def expected_outputs(messages: Messages) -> Expected:
             summary = run_offline(handle, output, config, time.time_ns() // 1_000_000)
         with (output / "enriched.jsonl").open("rb") as enriched:
             enriched_lines = sum(1 for _ in enriched)
+        session_ends = session_ends_expected(output / "sessions.jsonl")
     dead = sum(summary.dead_letters.values())
     return Expected(
         messages=summary.lines,
         events=summary.events_applied + summary.duplicates + dead,
         enriched=enriched_lines,
         session_starts=summary.sessions_started,
+        session_ends=session_ends,
     )
+
+
+def session_ends_expected(sessions: Path) -> int:
+    """The session_ends of offline mode's `sessions` that a worker writes with no new input.
+
+    Offline mode closes at the end of the input every session still open: as a timeout when it
+    was backgrounded (the worker's clock does the same once caught up), as idle when it was in
+    the foreground (the worker waits idle_timeout_s for that). A device's last session is one
+    of those unless it ended by app_terminate: every other end comes with a newer session.
+    """
+    ends = 0
+    last: dict[tuple[str, str], tuple[int, str]] = {}
+    with sessions.open("rb") as handle:
+        for line in handle:
+            record = orjson.loads(line)
+            if record["type"] != "session_end":
+                continue
+            ends += 1
+            device = (record["app_id"], record["device_id"])
+            number = record["session_number"]
+            if device not in last or number > last[device][0]:
+                last[device] = (number, record["end_reason"])
+    return ends - sum(1 for _, reason in last.values() if reason == "idle")
 
 
 async def create_topics(bootstrap: str, names: list[str]) -> None:
@@ -295,9 +335,11 @@ class Progress:
 
     enriched: int = 0
     session_starts: int = 0
+    session_ends: int = 0
     first_output: float = 0.0
     last_output: float = 0.0
-    complete: float = 0.0
+    complete: float = 0.0  # enriched and session_starts complete: the end of the measure
+    ends_complete: float = 0.0  # session_ends complete too
     peak_rss_kib: int = 0
     cpu_at_first: float = 0.0  # the worker's CPU seconds when its first output was seen
     cpu_at_end: float = 0.0
@@ -323,7 +365,8 @@ def peak_rss_kib(pid: int) -> int:
 async def watch_worker(
     run: WorkerRun, worker: subprocess.Popen[bytes], expected: Expected
 ) -> Progress:
-    """Count committed enriched records and session_starts until the run is complete."""
+    """Count committed enriched records, session_starts and session_ends until the run is
+    complete: the measure ends with the last session_start, the run with the last session_end."""
     enriched, sessions = run.topic("enriched"), run.topic("sessions")
     consumer = AIOKafkaConsumer(
         enriched,
@@ -346,9 +389,9 @@ async def watch_worker(
                 if tp.topic == enriched:
                     progress.enriched += len(records)
                 else:
-                    progress.session_starts += sum(
-                        1 for r in records if r.value and SESSION_START in r.value
-                    )
+                    starts = sum(1 for r in records if r.value and SESSION_START in r.value)
+                    progress.session_starts += starts
+                    progress.session_ends += len(records) - starts
             if batches:
                 if not progress.first_output:
                     progress.first_output = now
@@ -359,14 +402,20 @@ async def watch_worker(
                 progress.peak_rss_kib = max(progress.peak_rss_kib, peak_rss_kib(worker.pid))
                 next_rss = now + 1.0
             if (
-                progress.enriched >= expected.enriched
+                not progress.complete
+                and progress.enriched >= expected.enriched
                 and progress.session_starts >= expected.session_starts
             ):
                 progress.complete = now
+            if progress.complete and progress.session_ends >= expected.session_ends:
+                progress.ends_complete = now
                 break
             if worker.poll() is not None:
                 raise RuntimeError(f"worker {run.name} exited with {worker.returncode}")
-            if now - (progress.last_output or now) > STALL_S:
+            if progress.complete:
+                if now - progress.complete > ENDS_WAIT_S:
+                    break  # session_ends incomplete: reported as such
+            elif now - (progress.last_output or now) > STALL_S:
                 break  # incomplete: reported as such
         progress.peak_rss_kib = max(progress.peak_rss_kib, peak_rss_kib(worker.pid))
     finally:
@@ -455,6 +504,10 @@ def run_worker(
         "complete": bool(progress.complete),
         "enriched_seen": progress.enriched,
         "session_starts_seen": progress.session_starts,
+        "session_ends_seen": progress.session_ends,
+        "ends_after_s": (
+            progress.ends_complete - progress.complete if progress.ends_complete else float("nan")
+        ),
         "startup_s": progress.first_output - launched if progress.first_output else float("nan"),
         "seconds": seconds,
         # A run shorter than one progress poll cannot be timed (e.g. a --devices 2000 smoke run).
@@ -738,7 +791,8 @@ def benchmark(args: argparse.Namespace) -> None:
     input_mib = sum(len(v) for _, v in messages) / 2**20
     print(
         f"generated {expected.messages:,} messages ({input_mib:,.0f} MiB), {expected.events:,} "
-        f"events ({expected.enriched:,} applied, {expected.session_starts:,} sessions) in "
+        f"events ({expected.enriched:,} applied, {expected.session_starts:,} sessions, "
+        f"{expected.session_ends:,} session_ends due with no new input) in "
         f"{generation_s:.1f} s",
         flush=True,
     )
@@ -803,6 +857,12 @@ def worker_row(label: str, result: dict[str, Any], expected: Expected) -> Row:
             f"{result['session_starts_seen']:,} session_starts where offline mode has "
             f"{expected.session_starts:,}; "
         )
+    if result["session_ends_seen"] != expected.session_ends:
+        state += (
+            f"{result['session_ends_seen']:,} session_ends where {expected.session_ends:,} "
+            "are due; "
+        )
+    state += f"ends after {result['ends_after_s']:.1f} s more; "
     notes = (
         f"{state}startup to first output {result['startup_s']:.1f} s, peak RSS "
         f"{result['peak_rss_mib']:,.0f} MiB; records: {records}"

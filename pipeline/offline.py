@@ -21,7 +21,7 @@ from pipeline.config import Config
 from pipeline.engine import Applied, DeviceState, Record
 from pipeline.memory import keep_freed_memory
 from pipeline.processing.processor import Outputs, Processor
-from pipeline.processing.routing import route
+from pipeline.processing.routing import RoutedOutputs, route
 from pipeline.processing.step import MessageStep
 from pipeline.sinks.files import OutputFiles, json_line
 from pipeline.vocabulary import SESSION_START
@@ -43,6 +43,18 @@ class Summary:
     sessions_ended: Counter[str] = field(default_factory=Counter)
     partner_records: Counter[str] = field(default_factory=Counter)
 
+    def add(self, other: Summary) -> None:
+        """Add the counts of `other`, a run over another shard of the same input's devices
+        (`lines` is every shard's: each reads the whole input)."""
+        self.lines = max(self.lines, other.lines)
+        self.events_applied += other.events_applied
+        self.duplicates += other.duplicates
+        self.sessions_started += other.sessions_started
+        # update, not +: a partner with no records keeps its 0, as in a single run
+        self.dead_letters.update(other.dead_letters)
+        self.sessions_ended.update(other.sessions_ended)
+        self.partner_records.update(other.partner_records)
+
     def to_json(self) -> bytes:
         """The summary as pretty JSON."""
         fields = {f.name: getattr(self, f.name) for f in dataclass_fields(self)}
@@ -57,23 +69,29 @@ class _Writer:
         self.summary = summary
 
     def write(self, out: Outputs, dead: list[Record]) -> None:
-        summary = self.summary
         routed = route(out, json_line)
-        for record in routed.session_records():
-            if record["type"] == SESSION_START:
-                summary.sessions_started += 1
-            else:
-                summary.sessions_ended[record["end_reason"]] += 1
-        summary.events_applied += len(routed.lines) - sum(routed.is_session)  # one per event
-        for record in dead:
-            summary.dead_letters[record["reason"]] += 1
-        for name in out.verbatim:
-            summary.partner_records[name] += len(routed.lines)
-        for name, records in out.partners.items():
-            summary.partner_records[name] += len(records)
+        count_outputs(self.summary, routed, out, dead)
         self.files.write(routed, out.verbatim, list(map(json_line, dead)))
         out.clear()
         dead.clear()
+
+
+def count_outputs(
+    summary: Summary, routed: RoutedOutputs, out: Outputs, dead: list[Record]
+) -> None:
+    """Count a batch of outputs in the summary: what `--jobs` shards add up must match."""
+    for record in routed.session_records():
+        if record["type"] == SESSION_START:
+            summary.sessions_started += 1
+        else:
+            summary.sessions_ended[record["end_reason"]] += 1
+    summary.events_applied += len(routed.lines) - sum(routed.is_session)  # one per event
+    for record in dead:
+        summary.dead_letters[record["reason"]] += 1
+    for name in out.verbatim:
+        summary.partner_records[name] += len(routed.lines)
+    for name, records in out.partners.items():
+        summary.partner_records[name] += len(records)
 
 
 class _Devices:
@@ -83,7 +101,10 @@ class _Devices:
         self.new_states = processor.new_states
         self.processor_apply = processor.apply
         self.out = out
+        self.records = out.pipeline_records
         self.states: dict[tuple[str, str], list[DeviceState]] = {}
+        rules = processor.only_rules  # the rules alone: called with no processor in between
+        self.rules_apply = rules.apply if rules is not None else None
 
     def apply(self, event: Record) -> Applied:
         """Apply a valid event to its device (the step's `apply_event`)."""
@@ -91,10 +112,12 @@ class _Devices:
         states = self.states.get(key)
         if states is None:
             states = self.states[key] = self.new_states(*key)
+        if self.rules_apply is not None:
+            return self.rules_apply(states[0], event, self.records, in_place=True)
         return self.processor_apply(states, event, self.out)
 
 
-def _line_blocks(source: IO[bytes]) -> Iterator[list[bytes]]:
+def line_blocks(source: IO[bytes]) -> Iterator[list[bytes]]:
     """The lines of `source` without their newlines, a large block of them at a time."""
     rest = b""
     while block := source.read(_READ_BYTES):
@@ -137,7 +160,7 @@ def _run(source: IO[bytes], output_dir: Path, config: Config, now_ms: int) -> Su
     limits = config.limits
     number = 0
     try:
-        for block in _line_blocks(source):
+        for block in line_blocks(source):
             first = number + 1
             for number, message in enumerate(block, start=first):
                 rejections = run_step(message, now_ms, limits)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -14,8 +15,9 @@ from pipeline.cli.common import (
     create_output_dir,
     open_input,
     open_output,
+    positive_int,
 )
-from pipeline.vocabulary import wall_ms
+from pipeline.vocabulary import MIN_TS_MS, wall_ms
 
 
 def _input_flag(parser: argparse.ArgumentParser) -> None:
@@ -39,16 +41,28 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="processing time for the future-skew check (default: the wall clock)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="processes to shard the devices over; the outputs are the same bytes whatever N "
+        "(default: the number of cores, here %(default)s)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.offline import run_offline, summary_line
+    from pipeline.sharded import run_sharded
 
     config = config_from(args)
-    output_dir = create_output_dir(Path(args.output_dir))
     now_ms = args.now_ms if args.now_ms is not None else wall_ms()
-    with open_input(args.input) as source:
-        summary = run_offline(source, output_dir, config, now_ms)
+    with open_input(args.input) as source:  # first: a missing input makes no output directory
+        output_dir = create_output_dir(Path(args.output_dir))
+        if args.jobs == 1:
+            summary = run_offline(source, output_dir, config, now_ms)
+        else:
+            summary = run_sharded(source, output_dir, config, now_ms, args.jobs)
     print(summary_line(summary), file=sys.stderr)
     return 0
 
@@ -67,25 +81,54 @@ RUN = Command(
 # generate
 
 
+def _rate(text: str) -> float:
+    """An argparse type: a share, from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def _timestamp_ms(text: str) -> int:
+    """An argparse type: a time in ms since the epoch, not before 2000 (SPEC section 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < MIN_TS_MS:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TS_MS} (2000-01-01), got {text}")
+    return value
+
+
 def _generate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--devices", type=int, default=1000, help="devices to simulate (default 1000)"
+        "--devices", type=positive_int, default=1000, help="devices to simulate (default 1000)"
     )
     parser.add_argument(
-        "--apps", type=int, default=3, help="apps the devices spread over (default 3)"
+        "--apps", type=positive_int, default=3, help="apps the devices spread over (default 3)"
     )
     parser.add_argument(
-        "--events-per-device", type=int, default=40, help="about this many events each"
+        "--events-per-device", type=positive_int, default=40, help="about this many events each"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     parser.add_argument(
-        "--batch-size", type=int, default=1, help="events per SDK upload (1: single events)"
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="events per SDK upload (1: single events)",
     )
     parser.add_argument(
-        "--duplicate-rate", type=float, default=0.01, help="share of events retried"
+        "--duplicate-rate", type=_rate, default=0.01, help="share of events retried (0 to 1)"
     )
-    parser.add_argument("--bad-rate", type=float, default=0.001, help="share of bad messages")
-    parser.add_argument("--start-ms", type=int, help="time of the first event (default: fixed)")
+    parser.add_argument(
+        "--bad-rate", type=_rate, default=0.001, help="share of bad messages (0 to 1)"
+    )
+    parser.add_argument(
+        "--start-ms", type=_timestamp_ms, help="time of the first event (default: fixed)"
+    )
     parser.add_argument(
         "--output", "-o", default="-", metavar="FILE", help="JSONL file ('-': stdout)"
     )
@@ -105,9 +148,10 @@ def _generate(args: argparse.Namespace) -> int:
     }
     if args.start_ms is not None:
         fields["start_ms"] = args.start_ms
-    if args.devices < 1 or args.batch_size < 1 or args.events_per_device < 1:
-        raise CliError("--devices, --batch-size and --events-per-device must be at least 1")
-    spec = WorkloadSpec(**fields)
+    try:
+        spec = WorkloadSpec(**fields)
+    except ValueError as exc:  # the flags' types check each one; this is the spec's last word
+        raise CliError(str(exc)) from None
     target = open_output(args.output)
     lines = 0
     for message in generate_messages(spec):

@@ -125,10 +125,14 @@ class SessionRules:
             return Applied.DUPLICATE
         ts: int = event["ts"]
         kind = event["type"]
-        deadline = self.deadline(state)
-        if deadline is not None and ts >= deadline:
-            self._close_expired(state, out)
-            session = None
+        if session is not None:  # (`deadline`, inline: this runs for every event)
+            if session.foreground_since is None:
+                deadline = session.last_ts + session.timeout_ms
+            else:
+                deadline = session.last_ts + self._idle_ms
+            if ts >= deadline:
+                self._close_expired(state, out)
+                session = None
         if kind == SESSION_ATTRIBUTE:
             refused = self._attribute_refusal(state, event["attribute"])
             if refused is not None:

@@ -8,12 +8,19 @@ from pipeline.input.dead_letters import (
     dead_letter,
     encode_payload,
 )
-from pipeline.input.events import MAX_DEPTH_LIMIT, Limits, ParsedMessage, parse_message
+from pipeline.input.events import (
+    MAX_DEPTH_LIMIT,
+    NOT_DECODED,
+    Limits,
+    ParsedMessage,
+    parse_message,
+)
 from pipeline.vocabulary import TOO_LARGE
 
 __all__ = [
     "MAX_DEPTH_LIMIT",
     "MIN_DEAD_LETTER_PAYLOAD_BYTES",
+    "NOT_DECODED",
     "TOO_LARGE",
     "Limits",
     "ParsedMessage",

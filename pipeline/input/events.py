@@ -49,6 +49,7 @@ _SCHEMA_FIELDS: Final = frozenset(load_schema("event")["properties"])
 _batch_schema = validator("batch")
 _loads = orjson.loads
 _NO_REJECTIONS: Final[list[Rejection]] = []  # shared: never appended to
+NOT_DECODED: Final[Any] = object()  # parse_message's `document` when the caller has none
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +92,24 @@ class ParsedMessage:
         return self.indices[position]
 
 
-def parse_message(message: bytes, now_ms: int, limits: Limits = Limits()) -> ParsedMessage:
+def parse_message(
+    message: bytes, now_ms: int, limits: Limits = Limits(), document: Any = NOT_DECODED
+) -> ParsedMessage:
     """Split a raw message (one event or a batch) into valid events and rejections.
 
-    `now_ms` is the processing time, for the future-skew check.
+    `now_ms` is the processing time, for the future-skew check. `document`: the message as
+    orjson decoded it, for a caller that decodes first to see whose message it is (offline
+    `--jobs`), and only for a message within `max_event_bytes`: it is not decoded twice.
     """
-    if len(message) > limits.max_event_bytes:
-        error = f"message is {len(message)} bytes, over max_event_bytes={limits.max_event_bytes}"
-        return ParsedMessage([], None, [Rejection(TOO_LARGE, error)])
-    try:
-        document = _loads(message)
-    except orjson.JSONDecodeError as exc:
-        return ParsedMessage([], None, [Rejection(MALFORMED_JSON, f"not valid JSON: {exc}")])
+    if document is NOT_DECODED:
+        if len(message) > limits.max_event_bytes:
+            size = len(message)
+            error = f"message is {size} bytes, over max_event_bytes={limits.max_event_bytes}"
+            return ParsedMessage([], None, [Rejection(TOO_LARGE, error)])
+        try:
+            document = _loads(message)
+        except orjson.JSONDecodeError as exc:
+            return ParsedMessage([], None, [Rejection(MALFORMED_JSON, f"not valid JSON: {exc}")])
     if type(document) is not dict:
         error = f"not a JSON object but {_json_kind(document)}"
         return ParsedMessage([], None, [Rejection(MALFORMED_JSON, error)])
@@ -183,8 +190,14 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
         if max_depth and _deeper_than(event.values(), 1, max_depth):
             return _too_deep(max_depth)  # (and the schema's own report may not go that deep)
         return Rejection(INVALID_EVENT, _event_schema.explain(event))
-    if max_depth and _nests_too_deep(event, max_depth):
-        return _too_deep(max_depth)
+    if max_depth:  # more than max_depth levels deep (the event is level 1)?
+        if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
+            # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
+            attributes = event.get("attributes")
+            if attributes is not None and _deeper_than(attributes.values(), 2, max_depth):
+                return _too_deep(max_depth)
+        elif _deeper_than(event.values(), 1, max_depth):  # unknown fields: walk them all
+            return _too_deep(max_depth)
     ts = event["ts"]
     if type(ts) is not int:  # the schema's "integer" admits 1.0; events carry exact ints
         ts = event["ts"] = int(ts)
@@ -199,15 +212,6 @@ def _check_event(event: dict[str, Any], max_ts: int, max_depth: int = 0) -> Reje
 
 def _too_deep(max_depth: int) -> Rejection:
     return Rejection(INVALID_EVENT, f"event nests deeper than max_depth={max_depth} levels")
-
-
-def _nests_too_deep(event: dict[str, Any], max_depth: int) -> bool:
-    """Whether a schema-valid event is more than `max_depth` levels deep (event = level 1)."""
-    if max_depth >= 2 and _SCHEMA_FIELDS.issuperset(event):
-        # The schema keeps every field scalar but `attributes` and `attribute` (two levels).
-        attributes = event.get("attributes")
-        return attributes is not None and _deeper_than(attributes.values(), 2, max_depth)
-    return _deeper_than(event.values(), 1, max_depth)
 
 
 def _deeper_than(values: Iterable[Any], level: int, max_depth: int) -> bool:

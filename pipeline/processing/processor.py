@@ -101,6 +101,14 @@ class Processor:
         self._kits: tuple[_Step, ...] = tuple((k.rules, k.verbatim, k.formatted) for k in kits)
         self._simple = not self._formatted and not self._kits
 
+    @property
+    def only_rules(self) -> SessionRules | None:
+        """The pipeline's rules when they are all there is to run (no partner to format, no
+        partner kit): callers on the hot path then call them directly, one call less per
+        event (`apply` is the same as `only_rules.apply(states[0], event, records, in_place=True)`
+        then)."""
+        return self._rules if self._simple else None
+
     def new_outputs(self) -> Outputs:
         """An empty Outputs with a list per partner."""
         verbatim = self.profiles[0].verbatim

@@ -19,7 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.engine import Applied, Record
-from pipeline.input import Limits, Rejection, attribute_rejection, dead_letter, parse_message
+from pipeline.input import (
+    NOT_DECODED,
+    Limits,
+    Rejection,
+    attribute_rejection,
+    dead_letter,
+    parse_message,
+)
 
 # Applies one valid event to its device; None: not applied here (for another partition).
 EventApplier = Callable[[Record], Applied | None]
@@ -35,6 +42,7 @@ class MessageStep:
         # Events of the last message `apply_event` left alone, and their batch positions.
         self.elsewhere: list[Record] = []
         self.elsewhere_indices: list[int | None] = []
+        self.parse_rejections: list[Rejection] = []  # the last message's, before the rules'
 
     def run(
         self,
@@ -42,15 +50,18 @@ class MessageStep:
         now_ms: int,
         limits: Limits,
         forwarded_indices: list[int | None] | None = None,
+        document: Any = NOT_DECODED,
     ) -> list[Rejection]:
         """Parse and apply one message; returns its rejections (do not change the list).
 
         `now_ms` is the processing time (future-skew check). `forwarded_indices`: the batch
         positions of the events of a message forwarded to this partition (the events of its
         original batch, in order), which its rejections name instead of their own positions.
+        `document`: the message already decoded (see `parse_message`). The rejections of
+        parsing come first in the list; `parse_rejections` holds those.
         """
-        parsed = parse_message(message, now_ms, limits)
-        rejections = parsed.rejections
+        parsed = parse_message(message, now_ms, limits, document)
+        rejections = self.parse_rejections = parsed.rejections
         if self.elsewhere:
             self.elsewhere = []
             self.elsewhere_indices = []
