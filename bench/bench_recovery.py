@@ -25,6 +25,9 @@ benchmark runs: an expiry burst would be measured as recovery otherwise):
       (read_committed); time to serving counts from process start. Then SIGKILL, and again.
    c. the memory store, new data_dir: time to ready (it reads the whole changelog each start).
    VmRSS of the worker is read once it is ready (and VmHWM, its peak).
+4. Before the rounds, in this process (`recovery_baseline.py`, skipped with --skip-plain): the
+   changelog read by a plain aiokafka consumer into RocksDB and into a dict, the Python bound
+   for recovery here, and `StreamingCore.assign` timed over each, alone.
 
     .venv/bin/python bench/bench_recovery.py                      # 1,000,000 states, 2 rounds
     .venv/bin/python bench/bench_recovery.py --states 20000 --rounds 1   # a quick smoke run
@@ -59,11 +62,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import rocksdict
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_state
+from recovery_baseline import in_process
 
 from pipeline.config import Config, load_config
 from pipeline.kafka import local as localkafka
@@ -77,7 +80,6 @@ from pipeline.streaming.codec import DeviceEntry, has_open_session, table_key
 from pipeline.streaming.core import StreamingCore
 from pipeline.streaming.partitioning import partition_for
 from pipeline.streaming.recovery import write_checkpoint_markers
-from pipeline.streaming.stores import RocksTable
 from pipeline.testing import T0, FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,103 +188,6 @@ async def fill(config: Config, states: Iterator[list[Any]]) -> tuple[int, int, i
     finally:
         await producer.stop()
     return count, opened, size, sending
-
-
-# In this process: what reading the changelog costs without Faust, and what `assign` costs
-
-
-class Databases:
-    """The part of Faust's RocksDB store `RocksTable` uses: one database per partition."""
-
-    offset_key = b"__faust\0offset__"
-
-    def __init__(self, directory: Path, partitions: int) -> None:
-        options = rocksdict.Options(raw_mode=True)
-        self._dbs = {
-            p: rocksdict.Rdict(str(directory / f"{p}"), options) for p in range(partitions)
-        }
-
-    def _db_for_partition(self, partition: int) -> Any:
-        return self._dbs[partition]
-
-    def close(self) -> None:
-        for db in self._dbs.values():
-            db.close()
-
-
-async def plain_read(config: Config, sink: Databases | dict[bytes, bytes]) -> tuple[int, float]:
-    """Read the whole changelog with one aiokafka consumer (read_committed, getmany), each
-    fetch written to `sink` (a RocksDB WriteBatch per partition): (records, seconds)."""
-    changelog = changelog_topic(config)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=32 * 1024 * 1024,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(changelog, p) for p in range(config.topics.partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        began = time.perf_counter()
-        records = 0
-        left = {tp for tp in tps if ends[tp] > 0}
-        while left:
-            fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=20_000)
-            for tp, batch in fetched.items():
-                records += len(batch)
-                if isinstance(sink, dict):
-                    sink.update((r.key, r.value) for r in batch if r.key and r.value)
-                else:
-                    writes = rocksdict.WriteBatch(raw_mode=True)
-                    for r in batch:
-                        if r.value is None:
-                            writes.delete(r.key)
-                        else:
-                            writes.put(r.key, r.value)
-                    sink._db_for_partition(tp.partition).write(writes)
-                if batch[-1].offset >= ends[tp] - 1:
-                    left.discard(tp)
-        return records, time.perf_counter() - began
-    finally:
-        await consumer.stop()
-
-
-def timed_assign(config: Config, stored: Any) -> tuple[float, int]:
-    """`StreamingCore.assign` of every partition over `stored`: (seconds, devices booked)."""
-    partitions = config.topics.partitions
-    core = StreamingCore(config, partitions, "bench-by-device", FakeClock(T0), stored)
-    began = time.perf_counter()
-    core.assign(frozenset(range(partitions)))
-    return time.perf_counter() - began, len(core.index)
-
-
-def in_process(config: Config, directory: Path) -> list[str]:
-    """Rows: the plain reader into RocksDB and into a dict, `assign` over each."""
-    rows = []
-    databases = Databases(directory, config.topics.partitions)
-    try:
-        records, seconds = asyncio.run(plain_read(config, databases))
-        table = RocksTable(databases, config.topics.partitions, changelog_topic(config))
-        assign_s, booked = timed_assign(config, table)
-    finally:
-        databases.close()
-    rows.append(
-        f"| plain aiokafka reader -> rocksdict WriteBatch per fetch | {records:,} records in "
-        f"{seconds:.1f} s: {records / seconds:,.0f}/s | `assign` over it: {assign_s:.1f} s, "
-        f"{booked:,} open sessions booked |"
-    )
-    stored: dict[bytes, bytes] = {}
-    records, seconds = asyncio.run(plain_read(config, stored))
-    assign_s, booked = timed_assign(config, stored)
-    rows.append(
-        f"| plain aiokafka reader -> dict | {records:,} records in {seconds:.1f} s: "
-        f"{records / seconds:,.0f}/s | `assign` over it: {assign_s:.1f} s, {booked:,} booked |"
-    )
-    return rows
 
 
 # The worker
