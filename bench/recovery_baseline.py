@@ -53,9 +53,9 @@ async def plain_read(config: Config, sink: Databases | dict[bytes, bytes]) -> tu
     consumer = AIOKafkaConsumer(
         bootstrap_servers=config.kafka.bootstrap,
         isolation_level="read_committed",
-        # (with 8 MiB here and fetch_max_bytes 32 MiB, fetches of a 1M-record changelog came
-        # back empty on the local broker; not looked into)
-        max_partition_fetch_bytes=4 * 1024 * 1024,
+        # aiokafka's default fetch sizes: with read_committed and max_partition_fetch_bytes of
+        # 4-8 MiB, this 1M-record changelog gave empty fetches on the local broker (not looked
+        # into further)
         enable_auto_commit=False,
     )
     await consumer.start()
@@ -63,18 +63,21 @@ async def plain_read(config: Config, sink: Databases | dict[bytes, bytes]) -> tu
         tps = [TopicPartition(changelog, p) for p in range(config.topics.partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
         began = time.perf_counter()
         records = 0
         left = {tp for tp in tps if ends[tp] > 0}
         seen = time.perf_counter()
         while left:
-            fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=20_000)
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=20_000)
             if fetched:
                 seen = time.perf_counter()
             elif time.perf_counter() - seen > STALL_S:
                 raise RuntimeError(f"the plain reader got nothing for {STALL_S} s")
             for tp, batch in fetched.items():
+                if tp not in left:
+                    continue
                 records += len(batch)
                 if isinstance(sink, dict):
                     sink.update((r.key, r.value) for r in batch if r.key and r.value)
@@ -107,7 +110,7 @@ def in_process(config: Config, directory: Path) -> list[str]:
     rows = []
     databases = Databases(directory, config.topics.partitions)
     try:
-        records, seconds = asyncio.run(plain_read(config, databases))
+        records, seconds = asyncio.run(asyncio.wait_for(plain_read(config, databases), 300))
         table = RocksTable(databases, config.topics.partitions, changelog_topic(config))
         assign_s, booked = timed_assign(config, table)
     finally:
@@ -118,7 +121,7 @@ def in_process(config: Config, directory: Path) -> list[str]:
         f"{booked:,} open sessions booked |"
     )
     stored: dict[bytes, bytes] = {}
-    records, seconds = asyncio.run(plain_read(config, stored))
+    records, seconds = asyncio.run(asyncio.wait_for(plain_read(config, stored), 300))
     assign_s, booked = timed_assign(config, stored)
     rows.append(
         f"| plain aiokafka reader -> dict | {records:,} records in {seconds:.1f} s: "
