@@ -53,9 +53,9 @@ async def plain_read(config: Config, sink: Databases | dict[bytes, bytes]) -> tu
     consumer = AIOKafkaConsumer(
         bootstrap_servers=config.kafka.bootstrap,
         isolation_level="read_committed",
-        # aiokafka's default fetch sizes: with read_committed and max_partition_fetch_bytes of
-        # 4-8 MiB, this 1M-record changelog gave empty fetches on the local broker (not looked
-        # into further)
+        # (seek_to_beginning and getmany(*partitions), with larger or default fetch sizes,
+        # gave only empty fetches in some runs; seek(tp, 0) and a plain getmany did not; the
+        # cause was not looked into)
         enable_auto_commit=False,
     )
     await consumer.start()
