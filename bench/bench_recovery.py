@@ -66,10 +66,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_state
+from bench_worker import broker  # $KAFKA_BOOTSTRAP, or a broker of its own
 from recovery_baseline import in_process
 
 from pipeline.config import Config, load_config
-from pipeline.kafka import local as localkafka
 from pipeline.kafka.topics import (
     changelog_max_message_bytes,
     changelog_topic,
@@ -344,19 +344,6 @@ async def serve_one(config: Config, run: Run) -> None:
 
 
 # The benchmark
-
-
-@contextlib.contextmanager
-def broker(directory: Path) -> Iterator[str]:
-    """The bootstrap of $KAFKA_BOOTSTRAP, or of a broker started here and stopped after."""
-    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
-        yield bootstrap
-        return
-    started = localkafka.start(directory / "kafka")
-    try:
-        yield started.bootstrap
-    finally:
-        started.stop()
 
 
 def row(run: Run, states: int, note: str = "", full: bool = True) -> str:
