@@ -70,6 +70,7 @@ from bench_worker import broker  # $KAFKA_BOOTSTRAP, or a broker of its own
 from recovery_baseline import in_process
 
 from pipeline.config import Config, load_config
+from pipeline.engine import SessionRules
 from pipeline.kafka.topics import (
     changelog_max_message_bytes,
     changelog_topic,
@@ -117,6 +118,7 @@ class StateMaker:
     bodies: list[bytes]  # each template's JSON after its partition field
     partitions: int
     shift_ms: int  # added to every timestamp
+    rules: SessionRules  # for the deadline of a value's header (one profile: no partner kit)
 
     def chunk(self, bounds: tuple[int, int]) -> list[tuple[int, bytes, bytes]]:
         first, last = bounds
@@ -138,7 +140,9 @@ class StateMaker:
             partition = partition_for(device, self.partitions)
             document = b'{"partition":%d' % partition + VARIABLE.sub(swap, self.bodies[t])
             key = table_key(self.app_ids[t], device)
-            out.append((partition, key, DeviceEntry.from_value(document, key).to_value()))
+            entry = DeviceEntry.from_value(document, key)
+            value = entry.to_value(self.rules.deadline(entry.states[0]))
+            out.append((partition, key, value))
         return out
 
 
@@ -152,6 +156,7 @@ def make_states(config: Config, n: int, count: int, open_share: float) -> Iterat
         [heads.sub(b"", body) for _, body in made],
         config.topics.partitions,
         int(time.time() * 1000) - newest,
+        SessionRules(config.sessions),
     )
     bounds = [(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
     with multiprocessing.get_context("fork").Pool(2) as pool:

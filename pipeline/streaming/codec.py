@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import zstandard
@@ -100,11 +100,17 @@ class DeviceEntry:
             }
         )
 
-    def to_value(self) -> bytes:
-        """The table value, as written to the changelog: a header that says the partition,
-        the arrival and whether a session is open, then the JSON compressed."""
-        is_open = any(state.open is not None for state in self.states)
-        header = _HEADER.pack(VALUE_FORMAT, self.partition, self.arrival_ms, is_open)
+    def to_value(self, deadline: int | None) -> bytes:
+        """The table value, as written to the changelog: a header (`Header`: the partition,
+        the arrival, the newest event time and `deadline`, the earliest deadline of its open
+        sessions, None with none open), then the JSON compressed."""
+        header = _HEADER.pack(
+            VALUE_FORMAT,
+            self.partition,
+            self.arrival_ms,
+            self.latest_ts,
+            _NO_DEADLINE if deadline is None else deadline,
+        )
         return header + _COMPRESSOR.compress(self.to_json())  # (a new bytes of its own size)
 
     @classmethod
@@ -129,9 +135,20 @@ class DeviceEntry:
         )
 
 
-# A table value: format, partition, arrival, a session open; then a zstd frame of the JSON.
+class Header(NamedTuple):
+    """What a table value says of its device without being decoded: enough to count it, to
+    book its deadline (`pipeline.streaming.expiry.due_at`) and to evict it."""
+
+    partition: int
+    arrival_ms: int
+    latest_ts: int
+    deadline: int | None  # the earliest deadline of its open sessions; None: none open
+
+
+# A table value: format, then Header's fields; then a zstd frame of the JSON.
 VALUE_FORMAT = 1
-_HEADER = struct.Struct("<BIq?")
+_HEADER = struct.Struct("<BIqqq")
+_NO_DEADLINE = -1  # (event times are after 2000)
 # zstd with a dictionary of the JSON's shape: field names and the usual numbers, no data.
 # Values of 600-700 bytes take about 250 (measured on bench_state's devices). Changing the
 # dictionary makes the values written before it unreadable: a new one needs a new format.
@@ -157,12 +174,20 @@ def _check_format(value: bytes) -> None:
         raise ValueError(f"a table value of format {value[0]}: written by a newer version?")
 
 
+def stored_header(value: bytes) -> Header | None:
+    """The header of a table value (None: plain JSON of an earlier version, which has none)."""
+    if value[:1] == b"{":
+        return None
+    _check_format(value)
+    _, partition, arrival_ms, latest_ts, deadline = _HEADER.unpack_from(value)
+    return Header(partition, arrival_ms, latest_ts, None if deadline == _NO_DEADLINE else deadline)
+
+
 def stored_head(value: bytes) -> tuple[int, int]:
     """The partition and arrival of a table value, read without decoding it."""
-    if value[:1] != b"{":
-        _check_format(value)
-        _, partition, arrival_ms, _ = _HEADER.unpack_from(value)
-        return partition, arrival_ms
+    header = stored_header(value)
+    if header is not None:
+        return header.partition, header.arrival_ms
     head = _LEGACY_HEAD.match(value)
     if head is not None:
         return int(head[1]), int(head[2])
@@ -180,7 +205,7 @@ def has_open_session(value: bytes) -> bool:
     plain JSON of earlier versions too: `"open":{` can only be the states' `open` field (inside
     a JSON string the quotes are escaped, and only an open session holds objects of its users'
     keys, `attributes`)."""
-    if value[:1] != b"{":
-        _check_format(value)
-        return bool(value[_HEADER.size - 1])
+    header = stored_header(value)
+    if header is not None:
+        return header.deadline is not None
     return b'"open":{' in value

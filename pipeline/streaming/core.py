@@ -42,6 +42,7 @@ from pipeline.streaming.codec import (
     DeviceEntry,
     has_open_session,
     stored_head,
+    stored_header,
     stored_partition,
     table_key,
 )
@@ -56,6 +57,8 @@ TopicPartition = tuple[str, int]
 DAY_MS = 86_400_000
 # Devices an eviction sweep looks at per call (`evict`): a tick's share of a sweep.
 EVICTION_SLICE = 5_000
+# Table values `assign` reads between two yields to the event loop.
+ASSIGN_SLICE = 20_000
 # Between eviction sweeps (a device's time to live is counted in days).
 SWEEP_PAUSE_MS = 3_600_000
 
@@ -288,7 +291,8 @@ class StreamingCore:
         for key in self.dirty:
             device = self.devices.get(key)
             if device is not None:
-                yield key, device.partition, device.to_value()
+                deadline = self.processor.deadline(device.states)
+                yield key, device.partition, device.to_value(deadline)
         for key, partition in self.evicted.items():
             yield key, partition, None
 
@@ -362,8 +366,14 @@ class StreamingCore:
 
     def reindex(self, actives: frozenset[int]) -> None:
         """Hold the devices of the partitions `actives` (this worker's now), and only those."""
+        for _ in self.reindexing(actives):
+            pass
+
+    def reindexing(self, actives: frozenset[int]) -> Iterator[None]:
+        """`reindex`, in steps: it yields after every ASSIGN_SLICE table values it reads (the
+        adapter lets the event loop run there: heartbeats must not wait for a big table)."""
         self.revoke(self.indexed - actives)
-        self.assign(actives - self.indexed)
+        yield from self.assigning(actives - self.indexed)
         log.info("deadline index rebuilt: %d devices waiting", len(self.index))
 
     def revoke(self, partitions: Iterable[int]) -> None:
@@ -377,22 +387,42 @@ class StreamingCore:
         self._sweep = None
 
     def assign(self, partitions: frozenset[int]) -> None:
-        """Take on new partitions: a fresh clock each, and the deadlines of their devices with
-        a session open booked (only those are decoded: the others wait in the table)."""
+        """Take on new partitions: a fresh clock each, their devices counted and the deadlines
+        of those with a session open booked, from the values' headers (nothing is decoded)."""
+        for _ in self.assigning(partitions):
+            pass
+
+    def assigning(self, partitions: frozenset[int]) -> Iterator[None]:
+        """`assign`, yielding after every ASSIGN_SLICE table values."""
         held = self.held
         for partition in partitions:
             self.clocks[partition] = PartitionClock()
             held[partition] = 0
-        for key, stored in self.stored.items():
+        schedule = self.index.schedule
+        grace_ms = self.grace_ms
+        # A dict's items are copied: the table may change while the adapter lets others run.
+        items = self.stored.items()
+        for n, (key, stored) in enumerate(
+            items if isinstance(self.stored, RocksTable) else list(items), start=1
+        ):
+            if n % ASSIGN_SLICE == 0:
+                yield
             if not stored or key == CHECKPOINT_KEY:
                 continue
-            partition = stored_partition(stored)
-            if partition not in partitions:
+            header = stored_header(stored)
+            if header is None:  # plain JSON, written by an earlier version
+                partition = stored_partition(stored)
+                if partition in partitions:
+                    held[partition] += 1
+                    if has_open_session(stored):
+                        self._schedule(key, DeviceEntry.from_value(stored, key))
                 continue
-            held[partition] += 1
-            if has_open_session(stored):
-                device = self.devices.get(key) or DeviceEntry.from_value(stored, key)
-                self._schedule(key, device)
+            if header.partition not in partitions:
+                continue
+            held[header.partition] += 1
+            if header.deadline is not None:
+                due = due_at(header.arrival_ms, header.latest_ts, header.deadline, grace_ms)
+                schedule(header.partition, key, due)
         self.indexed = self.indexed | partitions
         self._sweep = None
 

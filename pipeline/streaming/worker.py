@@ -293,7 +293,8 @@ class SessionWorker:
         core = self.core
         actives = self._active_partitions()
         if actives != core.indexed:
-            core.reindex(actives)
+            for _ in core.reindexing(actives):  # (a big table: heartbeats go on meanwhile)
+                await asyncio.sleep(0)
         for partition in actives:
             clock = core.clocks[partition]
             clock.caught_up = await self.progress.caught_up(partition)

@@ -14,10 +14,12 @@ from pipeline.engine import Applied, DeviceState, SessionConfig, SessionRules
 from pipeline.streaming.codec import (
     VALUE_FORMAT,
     DeviceEntry,
+    Header,
     has_open_session,
     state_from_json,
     state_to_json,
     stored_head,
+    stored_header,
     table_key,
 )
 from pipeline.testing import T0, background, event, launch, terminate
@@ -63,7 +65,7 @@ def test_state_round_trips_through_json() -> None:
 def test_a_table_entry_round_trips_with_its_partition_and_arrival() -> None:
     state = run(SessionRules(SessionConfig()), launch(ts=T0))
     entry = DeviceEntry([state], partition=2, arrival_ms=T0 + 5, latest_ts=T0)
-    assert DeviceEntry.from_value(entry.to_value(), table_key("a1", "d1")) == entry
+    assert DeviceEntry.from_value(entry.to_value(None), table_key("a1", "d1")) == entry
 
 
 def test_a_table_value_leaves_the_ids_of_its_key_out_and_a_value_with_them_is_read_too() -> None:
@@ -96,7 +98,7 @@ def test_kept_keys_and_values_take_no_more_memory_than_their_bytes() -> None:
     gc.collect()
     before = _resident_bytes()
     kept = [
-        (table_key("a1", f"d{n}"), DeviceEntry([DeviceState("a1", f"d{n}")], 0).to_value())
+        (table_key("a1", f"d{n}"), DeviceEntry([DeviceState("a1", f"d{n}")], 0).to_value(None))
         for n in range(count)
     ]
     gc.collect()
@@ -120,12 +122,15 @@ def typical_entry(open_session: bool) -> DeviceEntry:
 
 
 @pytest.mark.parametrize("open_session", [True, False])
-def test_a_table_value_is_compressed_and_its_header_tells_partition_arrival_and_open(
+def test_a_table_value_is_compressed_and_its_header_tells_what_booking_it_needs(
     open_session: bool,
 ) -> None:
     entry = typical_entry(open_session)
-    value = entry.to_value()
+    deadline = SessionRules(SessionConfig()).deadline(entry.states[0])
+    assert (deadline is not None) is open_session
+    value = entry.to_value(deadline)
     assert len(value) < 0.6 * len(entry.to_json())
+    assert stored_header(value) == Header(3, T0 + 9, T0 + 7, deadline)
     assert stored_head(value) == (3, T0 + 9)
     assert has_open_session(value) is open_session
     assert DeviceEntry.from_value(value, table_key("a1", entry.states[0].device_id)) == entry
@@ -137,10 +142,11 @@ def test_plain_json_values_of_earlier_versions_tell_the_same(open_session: bool)
     legacy = entry.to_json()
     assert stored_head(legacy) == (3, T0 + 9)
     assert has_open_session(legacy) is open_session
+    assert stored_header(legacy) is None  # (its deadline is found by decoding it)
 
 
 def test_a_value_of_an_unknown_format_is_refused_not_misread() -> None:
-    value = bytes([VALUE_FORMAT + 1]) + typical_entry(True).to_value()[1:]
+    value = bytes([VALUE_FORMAT + 1]) + typical_entry(True).to_value(T0)[1:]
     with pytest.raises(ValueError, match="format 2"):
         DeviceEntry.from_value(value, table_key("a1", "d1"))
     with pytest.raises(ValueError, match="format 2"):

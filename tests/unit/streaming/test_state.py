@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from pipeline.streaming import core as core_module
 from pipeline.streaming.codec import DeviceEntry, has_open_session, stored_partition, table_key
 from pipeline.streaming.core import DAY_MS
 from pipeline.testing import SECOND, T0, background, launch, screen_view, terminate, types
@@ -251,3 +254,36 @@ def test_a_rollback_forgets_devices_new_since_the_commit() -> None:
     stream.core.rollback()
     stream.commit()
     assert stream.core.devices_held == 0
+
+
+def test_values_of_earlier_versions_plain_json_are_booked_too() -> None:
+    writer = Stream()
+    backgrounded(writer)
+    writer.commit()
+    key = table_key("a1", "d1")
+    legacy = {key: DeviceEntry.from_value(writer.stored[key], key).to_json()}
+    stream = Stream(stored=legacy)
+    assert key in stream.core.index and stream.core.devices_held == 1
+    stream.core.clocks[0].caught_up = True
+    stream.clock.now_ms = T0 + TIMEOUT + GRACE - 1
+    stream.core.expire(0)
+    assert stream.sessions() == []
+    stream.clock.now_ms = T0 + TIMEOUT + GRACE
+    stream.core.expire(0)
+    assert types(stream.sessions()) == ["session_end"]
+
+
+def test_reindexing_lets_others_run_every_slice_and_ends_as_assign_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(core_module, "ASSIGN_SLICE", 2)
+    writer = Stream()
+    for n in range(5):
+        backgrounded(writer, f"d{n}")
+    writer.commit()
+    stream = Stream(stored=writer.stored)
+    stream.core.reindex(frozenset())
+    steps = list(stream.core.reindexing(frozenset({0})))
+    assert len(steps) == 2  # after values 2 and 4 of 5
+    assert stream.core.indexed == frozenset({0})
+    assert (len(stream.core.index), stream.core.devices_held) == (5, 5)
