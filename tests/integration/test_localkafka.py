@@ -67,7 +67,14 @@ async def test_created_topic_shows_three_partitions_in_metadata(kafka_bootstrap:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-        (description,) = await admin.describe_topics([topic])
+        # KRaft commits the topic before every broker's metadata has it: until then describe
+        # answers UNKNOWN_TOPIC_OR_PARTITION (error 3; seen once in a CI run).
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            (description,) = await admin.describe_topics([topic])
+            if description["error_code"] == 0 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
