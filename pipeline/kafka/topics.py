@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
@@ -177,7 +178,7 @@ async def prepare_worker_topics(config: Config) -> int:
     try:
         names = [name for name, _ in pipeline_topics(config)]
         await _create_missing(admin, config, names, config.topics.partitions)
-        (described,) = await admin.describe_topics([config.topics.input])
+        described = await describe_when_known(admin, config.topics.input)
         partitions = len(described.get("partitions") or [])
         if not partitions:
             raise KafkaUnavailable(f"input topic '{config.topics.input}' has no partitions")
@@ -189,6 +190,25 @@ async def prepare_worker_topics(config: Config) -> int:
     finally:
         await admin.close()
     return partitions
+
+
+# describe_topics' answer for a topic a broker's metadata does not hold (yet).
+UNKNOWN_TOPIC_OR_PARTITION = 3
+
+
+async def describe_when_known(
+    admin: AIOKafkaAdminClient, topic: str, wait_s: float = BROKER_TIMEOUT_S
+) -> dict[str, Any]:
+    """The description of `topic`, once the broker's metadata has it: KRaft answers a create
+    once the controller has committed the topic, before every broker's metadata holds it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        (described,) = await admin.describe_topics([topic])
+        if described.get("error_code") != UNKNOWN_TOPIC_OR_PARTITION:
+            return dict(described)
+        if time.monotonic() >= deadline:
+            return dict(described)
+        await asyncio.sleep(0.1)
 
 
 async def _create_missing(

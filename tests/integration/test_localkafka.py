@@ -13,6 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline.kafka.topics import describe_when_known
+
 pytestmark = pytest.mark.kafka
 
 
@@ -67,14 +69,8 @@ async def test_created_topic_shows_three_partitions_in_metadata(kafka_bootstrap:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
-        # KRaft commits the topic before every broker's metadata has it: until then describe
-        # answers UNKNOWN_TOPIC_OR_PARTITION (error 3; seen once in a CI run).
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            (description,) = await admin.describe_topics([topic])
-            if description["error_code"] == 0 or asyncio.get_running_loop().time() > deadline:
-                break
-            await asyncio.sleep(0.1)
+        # KRaft commits the topic before every broker's metadata has it (error 3 once in CI).
+        description = await describe_when_known(admin, topic)
     finally:
         await admin.close()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from pipeline.kafka.topics import (
     _check_setting,
     changelog_max_message_bytes,
     changelog_topic,
+    describe_when_known,
     max_message_bytes,
     repartition_topic,
     required_configs,
@@ -76,3 +79,29 @@ def test_a_changelog_that_is_not_compacted_is_refused() -> None:
     assert "has cleanup.policy=delete; the pipeline needs cleanup.policy=compact " in str(
         refused.value
     )
+
+
+class _LaggingAdmin:
+    """An admin whose broker learns of a new topic after `unknown_for` describes."""
+
+    def __init__(self, unknown_for: int) -> None:
+        self.unknown_for = unknown_for
+        self.calls = 0
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        self.calls += 1
+        if self.calls <= self.unknown_for:
+            return [{"topic": topics[0], "error_code": 3, "partitions": []}]
+        return [{"topic": topics[0], "error_code": 0, "partitions": [{"partition": 0}]}]
+
+
+def test_a_topic_just_created_is_described_once_the_brokers_metadata_has_it() -> None:
+    admin = _LaggingAdmin(unknown_for=2)
+    described = asyncio.run(describe_when_known(admin, "t"))  # type: ignore[arg-type]
+    assert described["partitions"] == [{"partition": 0}] and admin.calls == 3
+
+
+def test_a_topic_the_broker_never_learns_of_is_answered_as_unknown_after_the_wait() -> None:
+    admin = _LaggingAdmin(unknown_for=1_000_000)
+    described = asyncio.run(describe_when_known(admin, "t", wait_s=0.3))  # type: ignore[arg-type]
+    assert described["error_code"] == 3 and 2 <= admin.calls <= 5
