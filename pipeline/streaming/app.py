@@ -28,6 +28,7 @@ from pipeline.memory import collect_rarely, keep_freed_memory
 from pipeline.observe.logs import configure as configure_logs
 from pipeline.observe.web import Listener, WebService
 from pipeline.streaming.fetches import FetchApp
+from pipeline.streaming.membership import StaticMemberAssignor
 from pipeline.streaming.recovery import fence_previous_instance
 from pipeline.streaming.stores import store_url
 from pipeline.streaming.worker import SessionWorker
@@ -73,7 +74,11 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         # Messages are acked at checkpoints, which stop with the worker: don't wait for acks.
         stream_wait_empty=False,
-        # A killed worker's group membership lapses after this, letting its successor in.
+        # Static group membership (pipeline.streaming.membership): a worker restarted under
+        # its instance_id takes its partitions back at once, even after SIGKILL; one gone for
+        # good keeps them until its membership lapses (broker_session_timeout).
+        consumer_group_instance_id=settings.instance_id,
+        PartitionAssignor=StaticMemberAssignor,  # see pipeline.streaming.membership
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
     )
