@@ -113,6 +113,8 @@ class WorkerSettings:
     # Names this worker's transactional producer (`<app_id>-<instance_id>`): stable across
     # restarts, unique per worker.
     instance_id: str = field(default_factory=default_instance_id)
+    # Join the consumer group as a static member under instance_id (pipeline.streaming.membership).
+    static_membership: bool = True
     checkpoint_every: int = 5000
     commit_interval_s: float = 1.0
     # Where the device table lives: "rocksdb" (on disk under data_dir) or "memory".

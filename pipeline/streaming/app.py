@@ -77,7 +77,7 @@ def create_app(
         # Static group membership (pipeline.streaming.membership): a worker restarted under
         # its instance_id takes its partitions back at once, even after SIGKILL; one gone for
         # good keeps them until its membership lapses (broker_session_timeout).
-        consumer_group_instance_id=settings.instance_id,
+        consumer_group_instance_id=settings.instance_id if settings.static_membership else None,
         PartitionAssignor=StaticMemberAssignor,  # see pipeline.streaming.membership
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,

@@ -51,3 +51,9 @@ def test_an_assignment_for_the_same_address_is_taken_as_faust_takes_it(app: obje
     assignor = app.assignor  # type: ignore[attr-defined]
     assignor.on_assignment(handed_back("http://127.0.0.1:7001", [1]))
     assert assignor.assigned_actives() == {("raw", 1)}
+
+
+def test_without_static_membership_the_worker_joins_as_a_new_member(tmp_path: object) -> None:
+    settings = WorkerSettings(instance_id="blue", data_dir=str(tmp_path), static_membership=False)
+    app, _ = create_app(Config(worker=settings), partitions=4)
+    assert app.conf.consumer_group_instance_id is None
