@@ -38,6 +38,9 @@ benchmark runs: an expiry burst would be measured as recovery otherwise):
         # ... and a last new-disk RocksDB run under cProfile, its top functions printed
     KAFKA_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python bench/bench_recovery.py --reuse NAME
         # the changelog an earlier run on that broker filled (its first line names it)
+    .venv/bin/python bench/bench_recovery.py --baseline /tmp/old
+        # each round also with the worker of another checkout (`git archive REV | tar -x -C
+        # /tmp/old`; run by this venv's python from there), the two in turn, order alternating
 
 Wall-clock numbers move with whatever else runs on the machine (2 shared cores here).
 """
@@ -253,6 +256,7 @@ class Run:
     config_path: Path
     log_path: Path
     profile: Path | None = None
+    repo: Path = REPO  # the checkout whose worker runs
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     url: str = ""
@@ -269,8 +273,9 @@ class Run:
         command = [sys.executable, *profiler, "-m", "pipeline", "worker"]
         command += ["--config", str(self.config_path), "--log-format", "json"]
         self.started = time.perf_counter()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO)
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.repo)
 
     def since(self) -> float:
         return time.perf_counter() - self.started
@@ -402,6 +407,42 @@ def measured(run: Run, config: Config, serve: bool = True) -> Run:
     return run
 
 
+def one_round(
+    args: argparse.Namespace,
+    config: Config,
+    here: Path,
+    boot: str,
+    name: str,
+    count: int,
+    r: str,
+    tag: str,
+    repo: Path,
+) -> list[str]:
+    """The rows of one round with the worker of checkout `repo`."""
+    rows = []
+    where = repo.name if tag else ""
+    rocks = write_config(here, boot, name, "rocksdb", here / f"rocks-{r}{where}")
+    log = here / f"{r}{where}"
+    first = measured(Run(f"{r}a. RocksDB, new disk{tag}", rocks, log / "a.log", repo=repo), config)
+    term_s = first.stop(signal.SIGTERM)
+    rows.append(row(first, count, f"then SIGTERM: exited in {term_s:.1f} s"))
+    label = f"{r}b. RocksDB, same disk, after SIGTERM{tag}"
+    again = measured(Run(label, rocks, log / "b-term.log", repo=repo), config)
+    again.stop(signal.SIGKILL)
+    rows.append(row(again, count, "then SIGKILL", full=False))
+    label = f"{r}b. RocksDB, same disk, after SIGKILL{tag}"
+    killed = measured(Run(label, rocks, log / "b-kill.log", repo=repo), config)
+    killed.stop(signal.SIGTERM)
+    rows.append(row(killed, count, full=False))
+    if not args.skip_memory:
+        memory = write_config(here, boot, name, "memory", here / f"memory-{r}{where}")
+        label = f"{r}c. memory store{tag}"
+        run = measured(Run(label, memory, log / "c.log", repo=repo), config)
+        run.stop(signal.SIGTERM)
+        rows.append(row(run, count))
+    return rows
+
+
 def benchmark(args: argparse.Namespace) -> None:
     name = args.reuse or f"bench-recovery-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
     print(f"{args.states:,} states, {args.rounds} round(s); load {os.getloadavg()[0]:.2f}")
@@ -422,25 +463,12 @@ def benchmark(args: argparse.Namespace) -> None:
                 flush=True,
             )
         rows = []
+        trees = [("", REPO)]
+        if args.baseline:
+            trees.append((" (baseline)", args.baseline.resolve()))
         for r in range(1, args.rounds + 1):
-            disk = here / f"rocks-{r}"
-            rocks = write_config(here, boot, name, "rocksdb", disk)
-            first = measured(Run(f"{r}a. RocksDB, new disk", rocks, here / f"{r}a.log"), config)
-            term_s = first.stop(signal.SIGTERM)
-            rows.append(row(first, count, f"then SIGTERM: exited in {term_s:.1f} s"))
-            label = f"{r}b. RocksDB, same disk, after SIGTERM"
-            again = measured(Run(label, rocks, here / f"{r}b-term.log"), config)
-            again.stop(signal.SIGKILL)
-            rows.append(row(again, count, "then SIGKILL", full=False))
-            label = f"{r}b. RocksDB, same disk, after SIGKILL"
-            killed = measured(Run(label, rocks, here / f"{r}b-kill.log"), config)
-            killed.stop(signal.SIGTERM)
-            rows.append(row(killed, count, full=False))
-            if not args.skip_memory:
-                memory = write_config(here, boot, name, "memory", here / f"memory-{r}")
-                run = measured(Run(f"{r}c. memory store", memory, here / f"{r}c.log"), config)
-                run.stop(signal.SIGTERM)
-                rows.append(row(run, count))
+            for tag, repo in trees if r % 2 else trees[::-1]:  # each round in the other order
+                rows += one_round(args, config, here, boot, name, count, f"{r}", tag, repo)
         plain = []
         if not args.skip_plain:
             try:
@@ -480,6 +508,12 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true", help="no memory-store runs")
     parser.add_argument("--skip-plain", action="store_true", help="no in-process readers")
     parser.add_argument("--profile", type=Path, help="a last new-disk run under cProfile")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="a checkout whose worker runs each round too (before/after, side by side)",
+    )
     parser.add_argument(
         "--reuse",
         metavar="NAME",

@@ -9,8 +9,9 @@ in `bulk_topics` to one handler in a single call.
 The table's changelog, while Faust's recovery reads it, is applied a whole fetch at a time too
 (`FetchConsumer._apply_recovering`): through the per-message path recovery ran at ~7,000
 records/s. A fetch's records below the partition's highwater are written to the table's store
-in one call of Faust's own `apply_changelog_batch` (one RocksDB WriteBatch per partition, and
-the store's persisted offset), and recovery's read offset of the partition is moved past them,
+at once as Faust's `apply_changelog_batch` writes them (`stores.apply_changelog`: one RocksDB
+WriteBatch, then the store's persisted offset), and recovery's read offset of the partition is
+moved past them,
 as Faust's `Recovery._slurp_changelogs` would have done record by record. The record at the
 highwater (the last one recovery waits for) and anything after it still go through Faust's
 path, so Faust's own code sees its recovery end; so does every record whenever the partition is
@@ -35,6 +36,8 @@ import faust
 from aiokafka.structs import ConsumerRecord
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+from pipeline.streaming.stores import apply_changelog
 
 # Called with a partition and its fetched records, in offset order.
 FetchHandler = Callable[[TP, Sequence[ConsumerRecord]], Awaitable[None]]
@@ -114,7 +117,7 @@ class FetchConsumer(faust_aiokafka.Consumer):
         if first == end:
             return batch[first:]
         recovery.flush_buffers()  # what Faust holds of this partition is written first
-        table.apply_changelog_batch([_Applied(tp, record) for record in batch[first:end]])
+        apply_changelog(table, tp, batch[first:end])
         last = batch[end - 1].offset
         recovery.active_offsets[tp] = last
         self._read_offset[tp] = last
@@ -138,25 +141,6 @@ class FetchConsumer(faust_aiokafka.Consumer):
 
 def _offset(record: ConsumerRecord) -> int:
     return record.offset
-
-
-class _Applied:
-    """A changelog record as Faust's stores read one in `apply_changelog_batch`: an event
-    (`key`, `value`) and its message (`tp`, `partition`, `offset`, `key`, `value`), the
-    bytes as they are (the table's key and value types are raw bytes)."""
-
-    __slots__ = ("key", "offset", "partition", "tp", "value")
-
-    def __init__(self, tp: TP, record: ConsumerRecord) -> None:
-        self.tp = tp
-        self.partition = record.partition
-        self.offset = record.offset
-        self.key = record.key
-        self.value = record.value
-
-    @property
-    def message(self) -> _Applied:
-        return self
 
 
 class FetchTransport(faust_aiokafka.Transport):
