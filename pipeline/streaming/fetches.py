@@ -11,13 +11,11 @@ The table's changelog, while Faust's recovery reads it, is applied a whole fetch
 records/s. A fetch's records below the partition's highwater are written to the table's store
 at once as Faust's `apply_changelog_batch` writes them (`stores.apply_changelog`: one RocksDB
 WriteBatch, then the store's persisted offset), and recovery's read offset of the partition is
-moved past them,
-as Faust's `Recovery._slurp_changelogs` would have done record by record. The record at the
-highwater (the last one recovery waits for) and anything after it still go through Faust's
-path, so Faust's own code sees its recovery end; so does every record whenever the partition is
-not one Faust is recovering as an active, or Faust still holds earlier records of it not yet
-applied (then the per-message path keeps the order). Everything else Faust reads goes through
-its own path, unchanged.
+moved past them, as Faust's `Recovery._slurp_changelogs` would have done record by record. The
+record at the highwater (the last one recovery waits for) and any after it still go Faust's
+way, so Faust's own code sees its recovery end. So does every record of a partition Faust is not
+recovering as an active (standbys: the worker has none), or of which Faust still has records to
+apply (the per-message path then keeps the order). Everything else Faust reads goes its way.
 
 What stays Faust's: the consumer group, assignment and rebalances, seeking to the committed
 offsets, the table and its changelog recovery, flow control. What the handler owns: offsets
