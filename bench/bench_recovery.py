@@ -19,7 +19,10 @@ benchmark runs: an expiry burst would be measured as recovery otherwise):
       phase: "recovery" runs from the first answer that names the table's recovery to the
       first that does not (Faust reading the changelog, rebalance included); "index" from then
       to ready (`StreamingCore.assign`: the scan of the table that books open sessions).
-      states/s = N / recovery (and N / total, start to ready).
+      states/s = N / recovery (and N / total, start to ready). The worker's CPU time (user +
+      system, all its threads, /proc/<pid>/stat) is read at each phase change too: "recovery
+      CPU s" is what it spent over the recovery phase (as much as its wall time: one core
+      busy throughout).
    b. SIGTERM, then the worker again on the same data_dir: time to ready, and to serving: one
       event produced once it is ready, until its enriched record is on the enriched topic
       (read_committed); time to serving counts from process start. Then SIGKILL, and again.
@@ -33,6 +36,11 @@ benchmark runs: an expiry burst would be measured as recovery otherwise):
     .venv/bin/python bench/bench_recovery.py --states 20000 --rounds 1   # a quick smoke run
     .venv/bin/python bench/bench_recovery.py --profile /tmp/rec.prof
         # ... and a last new-disk RocksDB run under cProfile, its top functions printed
+    KAFKA_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python bench/bench_recovery.py --reuse NAME
+        # the changelog an earlier run on that broker filled (its first line names it)
+    .venv/bin/python bench/bench_recovery.py --baseline /tmp/old
+        # each round also with the worker of another checkout (`git archive REV | tar -x -C
+        # /tmp/old`; run by this venv's python from there), the two in turn, order alternating
 
 Wall-clock numbers move with whatever else runs on the machine (2 shared cores here).
 """
@@ -223,6 +231,14 @@ def write_config(directory: Path, bootstrap: str, name: str, store: str, data_di
     return path
 
 
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) the process has used; 0 once it is gone."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def proc_status(pid: int, field_name: str) -> int:
     """A KiB figure of /proc/<pid>/status (VmRSS, VmHWM); 0 once the process is gone."""
     with contextlib.suppress(OSError):
@@ -240,10 +256,13 @@ class Run:
     config_path: Path
     log_path: Path
     profile: Path | None = None
+    repo: Path = REPO  # the checkout whose worker runs
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     url: str = ""
     phases: dict[str, float] = field(default_factory=dict)  # first time each waiting_for seen
+    phases_cpu: dict[str, float] = field(default_factory=dict)  # the worker's CPU s then
+    ready_cpu_s: float = 0.0
     ready_s: float = 0.0
     serving_s: float = 0.0
     rss_kib: int = 0
@@ -254,8 +273,9 @@ class Run:
         command = [sys.executable, *profiler, "-m", "pipeline", "worker"]
         command += ["--config", str(self.config_path), "--log-format", "json"]
         self.started = time.perf_counter()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=REPO)
+            self.process = subprocess.Popen(command, stdout=log, stderr=log, cwd=self.repo)
 
     def since(self) -> float:
         return time.perf_counter() - self.started
@@ -270,6 +290,7 @@ class Run:
                 self.url = self._web_url()
             elif self._ready():
                 self.ready_s = self.since()
+                self.ready_cpu_s = proc_cpu_s(self.process.pid)
                 self.rss_kib = proc_status(self.process.pid, "VmRSS")
                 self.hwm_kib = proc_status(self.process.pid, "VmHWM")
                 return
@@ -289,20 +310,33 @@ class Run:
             with urllib.request.urlopen(self.url + "/ready", timeout=2) as answer:
                 return bool(answer.status == 200)
         except urllib.error.HTTPError as refused:
-            waiting = json.loads(refused.read()).get("waiting_for", "?")
-            self.phases.setdefault(waiting, self.since())
+            self._seen(json.loads(refused.read()).get("waiting_for", "?"))
         except (urllib.error.URLError, OSError):
-            self.phases.setdefault("(no answer)", self.since())
+            self._seen("(no answer)")
         return False
+
+    def _seen(self, waiting: str) -> None:
+        if waiting not in self.phases:
+            self.phases[waiting] = self.since()
+            assert self.process is not None
+            self.phases_cpu[waiting] = proc_cpu_s(self.process.pid)
+
+    def _recovery(self, times: dict[str, float], ready: float) -> float:
+        # From the first answer naming the table's recovery to the first after it.
+        ordered = sorted(self.phases.items(), key=lambda item: item[1])
+        begin = next((w for w, _ in ordered if "recovery" in w), None)
+        if begin is None:
+            return 0.0
+        after = [w for w, t in ordered if t > self.phases[begin] and "recovery" not in w]
+        return (times[after[0]] if after else ready) - times[begin]
 
     def recovery_s(self) -> float:
         """From the first answer naming the table's recovery to the first after it."""
-        times = sorted(self.phases.items(), key=lambda item: item[1])
-        begin = next((t for w, t in times if "recovery" in w), None)
-        if begin is None:
-            return 0.0
-        after = [t for w, t in times if t > begin and "recovery" not in w]
-        return (min(after) if after else self.ready_s) - begin
+        return self._recovery(self.phases, self.ready_s)
+
+    def recovery_cpu_s(self) -> float:
+        """The worker's CPU seconds over `recovery_s`."""
+        return self._recovery(self.phases_cpu, self.ready_cpu_s)
 
     def index_s(self) -> float:
         indexing = self.phases.get("the recovered devices to be indexed")
@@ -357,7 +391,8 @@ def row(run: Run, states: int, note: str = "", full: bool = True) -> str:
     total = f"{states / run.ready_s:,.0f}" if full else ""
     serving = f"{run.serving_s:.1f}" if run.serving_s else ""
     return (
-        f"| {run.label} | {run.ready_s:.1f} | {run.recovery_s():.1f} | {run.index_s():.1f} "
+        f"| {run.label} | {run.ready_s:.1f} | {run.recovery_s():.1f} "
+        f"| {run.recovery_cpu_s():.1f} | {run.index_s():.1f} "
         f"| {rate} | {total} | {serving} | {run.rss_kib / 1024:,.0f} "
         f"| {run.hwm_kib / 1024:,.0f} | {note} |"
     )
@@ -372,41 +407,68 @@ def measured(run: Run, config: Config, serve: bool = True) -> Run:
     return run
 
 
+def one_round(
+    args: argparse.Namespace,
+    config: Config,
+    here: Path,
+    boot: str,
+    name: str,
+    count: int,
+    r: str,
+    tag: str,
+    repo: Path,
+) -> list[str]:
+    """The rows of one round with the worker of checkout `repo`."""
+    rows = []
+    where = repo.name if tag else ""
+    rocks = write_config(here, boot, name, "rocksdb", here / f"rocks-{r}{where}")
+    log = here / f"{r}{where}"
+    first = measured(Run(f"{r}a. RocksDB, new disk{tag}", rocks, log / "a.log", repo=repo), config)
+    term_s = first.stop(signal.SIGTERM)
+    rows.append(row(first, count, f"then SIGTERM: exited in {term_s:.1f} s"))
+    label = f"{r}b. RocksDB, same disk, after SIGTERM{tag}"
+    again = measured(Run(label, rocks, log / "b-term.log", repo=repo), config)
+    again.stop(signal.SIGKILL)
+    rows.append(row(again, count, "then SIGKILL", full=False))
+    label = f"{r}b. RocksDB, same disk, after SIGKILL{tag}"
+    killed = measured(Run(label, rocks, log / "b-kill.log", repo=repo), config)
+    killed.stop(signal.SIGTERM)
+    rows.append(row(killed, count, full=False))
+    if not args.skip_memory:
+        memory = write_config(here, boot, name, "memory", here / f"memory-{r}{where}")
+        label = f"{r}c. memory store{tag}"
+        run = measured(Run(label, memory, log / "c.log", repo=repo), config)
+        run.stop(signal.SIGTERM)
+        rows.append(row(run, count))
+    return rows
+
+
 def benchmark(args: argparse.Namespace) -> None:
-    name = f"bench-recovery-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
+    name = args.reuse or f"bench-recovery-{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}"
     print(f"{args.states:,} states, {args.rounds} round(s); load {os.getloadavg()[0]:.2f}")
+    print(f"topics and app id: {name}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as temp, broker(Path(temp)) as boot:
         here = Path(temp)
         config = load_config(write_config(here, boot, name, "rocksdb", here / "fill"), env={})
-        asyncio.run(prepare_worker_topics(config))
-        began = time.perf_counter()
-        states = make_states(config, args.states, args.templates, args.open_share)
-        count, opened, size, sending = asyncio.run(fill(config, states))
-        print(
-            f"filled {count:,} states ({opened:,} open, {size / count:,.0f} B each) in "
-            f"{time.perf_counter() - began:.1f} s ({sending:.1f} s producing)",
-            flush=True,
-        )
+        if args.reuse:
+            count = args.states  # (what the earlier run filled it with: --states must say)
+        else:
+            asyncio.run(prepare_worker_topics(config))
+            began = time.perf_counter()
+            states = make_states(config, args.states, args.templates, args.open_share)
+            count, opened, size, sending = asyncio.run(fill(config, states))
+            print(
+                f"filled {count:,} states ({opened:,} open, {size / count:,.0f} B each) in "
+                f"{time.perf_counter() - began:.1f} s ({sending:.1f} s producing)",
+                flush=True,
+            )
         rows = []
+        trees = [("", REPO)]
+        if args.baseline:
+            trees.append((" (baseline)", args.baseline.resolve()))
         for r in range(1, args.rounds + 1):
-            disk = here / f"rocks-{r}"
-            rocks = write_config(here, boot, name, "rocksdb", disk)
-            first = measured(Run(f"{r}a. RocksDB, new disk", rocks, here / f"{r}a.log"), config)
-            term_s = first.stop(signal.SIGTERM)
-            rows.append(row(first, count, f"then SIGTERM: exited in {term_s:.1f} s"))
-            label = f"{r}b. RocksDB, same disk, after SIGTERM"
-            again = measured(Run(label, rocks, here / f"{r}b-term.log"), config)
-            again.stop(signal.SIGKILL)
-            rows.append(row(again, count, "then SIGKILL", full=False))
-            label = f"{r}b. RocksDB, same disk, after SIGKILL"
-            killed = measured(Run(label, rocks, here / f"{r}b-kill.log"), config)
-            killed.stop(signal.SIGTERM)
-            rows.append(row(killed, count, full=False))
-            if not args.skip_memory:
-                memory = write_config(here, boot, name, "memory", here / f"memory-{r}")
-                run = measured(Run(f"{r}c. memory store", memory, here / f"{r}c.log"), config)
-                run.stop(signal.SIGTERM)
-                rows.append(row(run, count))
+            for tag, repo in trees if r % 2 else trees[::-1]:  # each round in the other order
+                rows += one_round(args, config, here, boot, name, count, f"{r}", tag, repo)
         plain = []
         if not args.skip_plain:
             try:
@@ -425,10 +487,10 @@ def benchmark(args: argparse.Namespace) -> None:
             stats.sort_stats("tottime").print_stats(20)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}\n")
     print(
-        "| run | to ready s | recovery s | index s | states/s (recovery) | states/s (total) "
-        "| to serving s | VmRSS MiB | VmHWM MiB | notes |"
+        "| run | to ready s | recovery s | recovery CPU s | index s | states/s (recovery) "
+        "| states/s (total) | to serving s | VmRSS MiB | VmHWM MiB | notes |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     print("\n".join(rows))
     if plain:
         print("\nIn this process, over the same changelog:\n")
@@ -446,9 +508,22 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true", help="no memory-store runs")
     parser.add_argument("--skip-plain", action="store_true", help="no in-process readers")
     parser.add_argument("--profile", type=Path, help="a last new-disk run under cProfile")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="a checkout whose worker runs each round too (before/after, side by side)",
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="NAME",
+        help="the changelog an earlier run filled on $KAFKA_BOOTSTRAP (with the same --states)",
+    )
     args = parser.parse_args()
     if args.states < 1 or args.templates < 1 or args.rounds < 0:
         parser.error("--states and --templates must be >= 1, --rounds >= 0")
+    if args.reuse and not os.environ.get("KAFKA_BOOTSTRAP"):
+        parser.error("--reuse reads a changelog on the broker $KAFKA_BOOTSTRAP names")
     benchmark(args)
     return 0
 

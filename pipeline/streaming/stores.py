@@ -10,14 +10,20 @@ a restart on the same disk reads only the changelog written since.
 
 Per partition, RocksDB is given bounded memory (`ROCKSDB_OPTIONS`): what stays in the
 process's memory does not grow with the number of devices.
+
+`apply_changelog` writes a run of changelog records to the table's store during recovery, as
+Faust's recovery would (`pipeline.streaming.fetches`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Any, Final
 
 import orjson
+import rocksdict
+from aiokafka.structs import ConsumerRecord
+from faust.stores import rocksdb as faust_rocksdb
 from faust.types import TP
 
 from pipeline.config.settings import STORES
@@ -118,3 +124,45 @@ class RocksTable(MutableMapping[bytes, bytes]):
         for record in delivered:
             if record.partition in self.store._dbs:
                 self.store.set_persisted_offset(TP(self.changelog, record.partition), record.offset)
+
+
+def apply_changelog(table: Any, tp: TP, records: Sequence[ConsumerRecord]) -> None:
+    """Apply changelog records of partition `tp`, in offset order, to the Faust table's store as
+    Faust's recovery does (`Collection.apply_changelog_batch`): each value written, a tombstone
+    (value None) deleting its key, then the store's persisted offset set to the last record's.
+
+    Faust's RocksDB store (rocksdict) gets them as one WriteBatch written to the partition's
+    database, as its own `apply_changelog_batch` writes one per partition, without building an
+    event for each record; any other store through `apply_changelog_batch` itself."""
+    store = table.data
+    if isinstance(store, faust_rocksdb.Store) and store.use_rocksdict:
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        put, delete = batch.put, batch.delete
+        for record in records:
+            if record.value is None:
+                delete(record.key)
+            else:
+                put(record.key, record.value)
+        store._db_for_partition(tp.partition).write(batch)
+        store.set_persisted_offset(tp, records[-1].offset)
+    else:
+        table.apply_changelog_batch([_Applied(tp, record) for record in records])
+
+
+class _Applied:
+    """A changelog record as Faust's stores read one in `apply_changelog_batch`: an event
+    (`key`, `value`) and its message (`tp`, `partition`, `offset`, `key`, `value`), the
+    bytes as they are (the table's key and value types are raw bytes)."""
+
+    __slots__ = ("key", "offset", "partition", "tp", "value")
+
+    def __init__(self, tp: TP, record: ConsumerRecord) -> None:
+        self.tp = tp
+        self.partition = record.partition
+        self.offset = record.offset
+        self.key = record.key
+        self.value = record.value
+
+    @property
+    def message(self) -> _Applied:
+        return self
