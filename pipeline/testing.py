@@ -156,7 +156,7 @@ class ListSink:
             raise RecordTooLarge(topic, size, room)
         self.written.append(Written(topic, key, value, partition, timestamp_ms, headers))
 
-    def add_values(self, topic: str, key: bytes, values: Iterable[bytes]) -> list[Refused]:
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
         """Keep one record per value; returns those over `room`, by position."""
         refused: list[Refused] = []
         for position, value in enumerate(values):

@@ -59,7 +59,7 @@ class RecordSink(Protocol):
     ) -> None:
         """Queue one record; RecordTooLarge if its topic would refuse it."""
 
-    def add_values(self, topic: str, key: bytes, values: Iterable[bytes]) -> list[Refused]:
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
         """Queue one record per value, all with `key`, in order; returns those refused
         (RecordTooLarge), which are not queued, by their position in `values`."""
 
@@ -137,22 +137,26 @@ class TransactionalSink:
             batch.append(0, timestamp_ms, key, value, headers or NO_HEADERS)
         batch.count += 1
 
-    def add_values(self, topic: str, key: bytes, values: Iterable[bytes]) -> list[Refused]:
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
         """Queue one record per value, all with `key` (so on one partition), in order;
         returns those refused (RecordTooLarge), which are not queued, by their position."""
-        refused: list[Refused] = []
-        room = self.room
+        if not values:
+            return []
+        room = self.rooms.get(topic, self.room)
         fits = room - len(key)  # the most a value may take
+        refused: list[Refused] = []
+        if max(map(len, values)) > fits:
+            refused = [
+                (at, RecordTooLarge(topic, len(value) + len(key), room))
+                for at, value in enumerate(values)
+                if len(value) > fits
+            ]
+            values = [value for value in values if len(value) <= fits]
         slot = (topic, key_hash(key) % self.partition_counts[topic])
         batch = self.batches.get(slot) or self._open(slot)
         append = batch.append
         count = batch.count
-        for position, value in enumerate(values):
-            if len(value) > fits and len(value) + len(key) > (
-                topic_room := self.rooms.get(topic, room)
-            ):
-                refused.append((position, RecordTooLarge(topic, len(value) + len(key), topic_room)))
-                continue
+        for value in values:
             if append(count, None, key, value, NO_HEADERS) is None:
                 batch.count = count
                 batch = self._full(slot, batch)
