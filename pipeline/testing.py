@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from pipeline.engine import Record
-from pipeline.sinks.kafka import Headers, RecordTooLarge, record_size
+from pipeline.sinks.kafka import Headers, RecordTooLarge, Refused, record_size
 from pipeline.vocabulary import (
     APP_BACKGROUND,
     APP_FOREGROUND,
@@ -155,6 +155,16 @@ class ListSink:
         if room is not None and size > room:
             raise RecordTooLarge(topic, size, room)
         self.written.append(Written(topic, key, value, partition, timestamp_ms, headers))
+
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
+        """Keep one record per value; returns those over `room`, by position."""
+        refused: list[Refused] = []
+        for position, value in enumerate(values):
+            try:
+                self.add(topic, key, value)
+            except RecordTooLarge as exc:
+                refused.append((position, exc))
+        return refused
 
     def on(self, topic: str) -> list[Written]:
         """The records written to `topic`, in order."""

@@ -40,6 +40,11 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers | None)
     return size
 
 
+# A record `add_values` did not queue: its position among the values, and why.
+Refused = tuple[int, RecordTooLarge]
+NO_HEADERS: Headers = []  # (only read)
+
+
 class RecordSink(Protocol):
     """Where the streaming core writes the records it emits."""
 
@@ -54,16 +59,40 @@ class RecordSink(Protocol):
     ) -> None:
         """Queue one record; RecordTooLarge if its topic would refuse it."""
 
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
+        """Queue one record per value, all with `key`, in order; returns those refused
+        (RecordTooLarge), which are not queued, by their position in `values`."""
+
+
+class _Batch:
+    """One record batch on its way: aiokafka's BatchBuilder, appended to through its C
+    builder (the wrapper's own `append` costs as much again per record)."""
+
+    __slots__ = ("append", "builder", "count")
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder  # what the producer's send_batch takes
+        # DefaultRecordBatchBuilder.append(offset, timestamp, key, value, headers): None when
+        # the batch is full (never for its first record).
+        self.append = builder._builder.append
+        self.count = 0  # records appended: the next one's offset delta
+
+    def handed_over(self) -> Any:
+        """The BatchBuilder, counting its records (the producer's sequence numbers do)."""
+        self.builder._relative_offset = self.count
+        return self.builder
+
 
 class TransactionalSink:
     """Records on their way to Kafka, gathered into one record batch per topic partition.
 
-    `add` only appends (no await: a fetch's records are applied in one go); full batches are
-    handed to the producer by `ship`, the rest by `flush`. Each batch costs one future instead
-    of one per record. Keys are placed with Kafka's default partitioner, over partition counts
-    learnt by `learn_partitions` before the first record. A record bigger than its topic takes
-    (key, value and headers: `room`, or `rooms[topic]` where a topic takes more) is refused
-    with RecordTooLarge: the broker would refuse its whole batch, and the transaction with it.
+    `add` and `add_values` only append (no await: a fetch's records are applied in one go);
+    full batches are handed to the producer by `ship`, the rest by `flush`. Each batch costs
+    one future instead of one per record. Keys are placed with Kafka's default partitioner, over
+    partition counts learnt by `learn_partitions` before the first record. A record bigger than
+    its topic takes (key, value and headers: `room`, or `rooms[topic]` where a topic takes
+    more) is refused with RecordTooLarge: the broker would refuse its whole batch, and the
+    transaction with it.
     """
 
     def __init__(
@@ -72,8 +101,8 @@ class TransactionalSink:
         self.producer = producer
         self.room = room
         self.rooms = rooms or {}  # every one at least `room`
-        self.builders: dict[tuple[str, int], Any] = {}
-        self.full: list[tuple[tuple[str, int], Any]] = []
+        self.batches: dict[tuple[str, int], _Batch] = {}
+        self.full: list[tuple[tuple[str, int], _Batch]] = []
         self.partition_counts: dict[str, int] = {}
         self.pending: list[Awaitable[Any]] = []
         # When the first batch of the transaction went to the producer (the brokers time the
@@ -102,27 +131,63 @@ class TransactionalSink:
         if partition is None:
             partition = key_hash(key) % self.partition_counts[topic] if key else 0
         slot = (topic, partition)
-        builder = self.builders.get(slot)
-        if builder is None:
-            builder = self.builders[slot] = self.producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=timestamp_ms, headers=headers or []):
-            return
-        self.full.append((slot, builder))  # full: shipped by the next `ship`
-        builder = self.builders[slot] = self.producer.create_batch()
-        builder.append(key=key, value=value, timestamp=timestamp_ms, headers=headers or [])
+        batch = self.batches.get(slot) or self._open(slot)
+        if batch.append(batch.count, timestamp_ms, key, value, headers or NO_HEADERS) is None:
+            batch = self._full(slot, batch)
+            batch.append(0, timestamp_ms, key, value, headers or NO_HEADERS)
+        batch.count += 1
+
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
+        """Queue one record per value, all with `key` (so on one partition), in order;
+        returns those refused (RecordTooLarge), which are not queued, by their position."""
+        if not values:
+            return []
+        room = self.rooms.get(topic, self.room)
+        fits = room - len(key)  # the most a value may take
+        refused: list[Refused] = []
+        if max(map(len, values)) > fits:
+            refused = [
+                (at, RecordTooLarge(topic, len(value) + len(key), room))
+                for at, value in enumerate(values)
+                if len(value) > fits
+            ]
+            values = [value for value in values if len(value) <= fits]
+        slot = (topic, key_hash(key) % self.partition_counts[topic])
+        batch = self.batches.get(slot) or self._open(slot)
+        append = batch.append
+        count = batch.count
+        for value in values:
+            if append(count, None, key, value, NO_HEADERS) is None:
+                batch.count = count
+                batch = self._full(slot, batch)
+                append = batch.append
+                count = 0
+                append(count, None, key, value, NO_HEADERS)
+            count += 1
+        batch.count = count
+        return refused
+
+    def _open(self, slot: tuple[str, int]) -> _Batch:
+        batch = self.batches[slot] = _Batch(self.producer.create_batch())
+        return batch
+
+    def _full(self, slot: tuple[str, int], batch: _Batch) -> _Batch:
+        # Full: shipped by the next `ship`; a new batch takes the slot.
+        self.full.append((slot, batch))
+        return self._open(slot)
 
     async def ship(self) -> None:
         """Hand the full batches to the producer."""
         full, self.full = self.full, []
-        for slot, builder in full:
-            await self._ship(slot, builder)
+        for slot, batch in full:
+            await self._ship(slot, batch.handed_over())
 
     async def flush(self) -> None:
         """Send every batch and wait until the broker has them all."""
         await self.ship()
-        builders, self.builders = self.builders, {}
-        for slot, builder in builders.items():
-            await self._ship(slot, builder)
+        batches, self.batches = self.batches, {}
+        for slot, batch in batches.items():
+            await self._ship(slot, batch.handed_over())
         pending, self.pending = self.pending, []
         if pending:
             await asyncio.gather(*pending)
@@ -130,11 +195,11 @@ class TransactionalSink:
     @property
     def empty(self) -> bool:
         """Nothing queued."""
-        return not self.builders and not self.full
+        return not self.batches and not self.full
 
     def discard(self) -> None:
         """Forget what is queued and not yet handed over (its transaction is being aborted)."""
-        self.builders = {}
+        self.batches = {}
         self.full = []
         self.pending = []
         self.opened_at = None

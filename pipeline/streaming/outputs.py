@@ -19,7 +19,7 @@ from pipeline.engine import Record
 from pipeline.input import TOO_LARGE, Rejection, batch_event_as_sent
 from pipeline.processing.processor import Outputs
 from pipeline.processing.routing import route, values
-from pipeline.sinks.kafka import RecordSink, RecordTooLarge
+from pipeline.sinks.kafka import RecordSink, RecordTooLarge, Refused
 from pipeline.streaming.partitioning import partition_for
 
 log = logging.getLogger("sessionize.worker")
@@ -29,6 +29,9 @@ ORIGIN_HEADER = "sessionize-origin"
 
 class _NoSink:
     def add(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("no sink yet: the producer starts with the first message or tick")
+
+    def add_values(self, *args: Any, **kwargs: Any) -> list[Refused]:
         raise RuntimeError("no sink yet: the producer starts with the first message or tick")
 
 
@@ -49,29 +52,42 @@ class TopicWriter:
 
     def send_outputs(self, out: Outputs, device_id: str) -> None:
         """Queue what one device emitted (and clear `out`); every output is keyed by its
-        device id."""
+        device id, so each topic takes the device's records in one `add_values`, in order."""
         key = device_id.encode()
-        send = self.sink.add
-        sessions, enriched = self.topics.sessions, self.topics.enriched
-        verbatim = self.verbatim_topics
+        add_values = self.sink.add_values
         routed = route(out, orjson.dumps)
-        for record, value, is_session in zip(
-            routed.records, routed.lines, routed.is_session, strict=True
-        ):
-            try:
-                send(sessions if is_session else enriched, key, value)
-                for topic in verbatim:  # as big a record takes as much room there
-                    send(topic, key, value)
-            except RecordTooLarge as exc:
-                self._unwritable(exc, record, value)
-        for name, records in routed.formatted():
-            topic = self.partner_topics[name]
-            for record, value in zip(records, values(records), strict=True):
-                try:
-                    send(topic, key, value)
-                except RecordTooLarge as exc:
-                    self._unwritable(exc, record, value, f"partner {name}'s ")
+        records, lines = routed.records, routed.lines
+        refused: list[int] = []  # positions in `lines`
+        for topic, positions in self._pipeline_topics(routed.is_session):
+            part = lines if positions is None else [lines[at] for at in positions]
+            for at, exc in add_values(topic, key, part):
+                at = at if positions is None else positions[at]
+                refused.append(at)
+                self._unwritable(exc, records[at], lines[at])
+        if self.verbatim_topics:
+            # As big a record takes as much room on a verbatim topic: those refused are not tried.
+            skip = set(refused)
+            kept = [at for at in range(len(lines)) if at not in skip] if skip else None
+            part = lines if kept is None else [lines[at] for at in kept]
+            for topic in self.verbatim_topics:
+                for at, exc in add_values(topic, key, part):
+                    self._unwritable(exc, records[at if kept is None else kept[at]], part[at])
+        for name, formatted in routed.formatted():
+            serialized = values(formatted)
+            for at, exc in add_values(self.partner_topics[name], key, serialized):
+                self._unwritable(exc, formatted[at], serialized[at], f"partner {name}'s ")
         out.clear()
+
+    def _pipeline_topics(self, is_session: list[bool]) -> list[tuple[str, list[int] | None]]:
+        """Each pipeline output with the positions of its records (None: all of them)."""
+        if True not in is_session:
+            return [(self.topics.enriched, None)]
+        if False not in is_session:
+            return [(self.topics.sessions, None)]
+        return [
+            (self.topics.sessions, [at for at, session in enumerate(is_session) if session]),
+            (self.topics.enriched, [at for at, session in enumerate(is_session) if not session]),
+        ]
 
     def _unwritable(
         self, error: RecordTooLarge, record: Record, value: bytes, whose: str = ""

@@ -232,6 +232,25 @@ def test_an_output_too_large_for_its_topic_becomes_a_too_large_dead_letter() -> 
     assert "app_launch record" in dead["error"]
 
 
+def test_an_output_too_large_is_left_out_of_verbatim_partners_and_the_rest_keep_their_order() -> (
+    None
+):
+    stream = Stream(room=600, rooms={"events.deadletter": 100_000})
+    big = screen_view("d1", T0 + 1, padding="x" * 500)
+    stream.send(batch(launch("d1", T0), big, screen_view("d1", T0 + 2, name="after")))
+    assert types(stream.sessions()) == ["session_start"]
+    assert [(r["type"], r.get("name")) for r in stream.enriched()] == [
+        ("app_launch", None),
+        ("screen_view", "after"),
+    ]
+    mirrored = stream.sink.values(MIRROR.topic)
+    assert types(mirrored) == ["session_start", "app_launch", "screen_view"]
+    assert mirrored[2]["name"] == "after"
+    (dead,) = stream.dead_letters()
+    assert dead["reason"] == "too_large"
+    assert big["event_id"] in dead["error"]
+
+
 # Expiry by the clock
 
 
