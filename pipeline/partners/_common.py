@@ -95,6 +95,8 @@ def event_properties(record: Mapping[str, Any]) -> dict[str, Any]:
         }
         return merged(fixed, record.get("attributes"))
     attributes = record.get("attributes")
+    if attributes is None:
+        return {}
     return dict(attributes) if _is_mapping(attributes) else {}
 
 

@@ -77,6 +77,8 @@ def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         attributes = record.get("attributes")
         if kind != SESSION_ATTRIBUTE and type(attributes) is dict:
             properties = attributes.copy()
+        elif attributes is None and kind != SESSION_ATTRIBUTE:  # most events: no attributes
+            properties = {}
         else:
             properties = event_properties(record)
     user_id = record.get("user_id")

@@ -89,6 +89,15 @@ def alias_name(device_id: str) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+def _user_alias(device_id: str) -> dict[str, str]:
+    return {"alias_name": alias_name(device_id), "alias_label": ALIAS_LABEL}
+
+
+# A device's alias object, shared by its records (records are never changed once emitted):
+# a device's events come together, so one lookup replaces a call and a dict per record.
+_USER_ALIASES = Memo(_user_alias, 1 << 14)
+
+
 def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One Braze event object for ``record``."""
     kind = record["type"]
@@ -104,6 +113,8 @@ def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         # A plain event's attributes are read, not copied: nothing here changes them.
         if kind != SESSION_ATTRIBUTE and type(attributes) is dict:
             extra = attributes
+        elif attributes is None and kind != SESSION_ATTRIBUTE:  # most events: no attributes
+            extra = {}
         else:
             extra = event_properties(record)
     properties = _properties(record, extra)
@@ -118,10 +129,9 @@ def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "properties": properties,
             }
         ]
-    alias = {"alias_name": alias_name(record["device_id"]), "alias_label": ALIAS_LABEL}
     return [
         {
-            "user_alias": alias,
+            "user_alias": _USER_ALIASES[record["device_id"]],
             "_update_existing_only": False,
             "app_id": record["app_id"],
             "name": name,

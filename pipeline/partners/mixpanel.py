@@ -91,6 +91,8 @@ def translate(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         # A plain event's attributes are read, not copied: nothing here changes them.
         if kind != SESSION_ATTRIBUTE and type(attributes) is dict:
             extra = attributes
+        elif attributes is None and kind != SESSION_ATTRIBUTE:  # most events: no attributes
+            extra = {}
         else:
             extra = event_properties(record)
     user_id = record.get("user_id")

@@ -178,11 +178,17 @@ class Processor:
     ) -> None:
         if not partners or len(emitted) == start:
             return
-        new = emitted[start:]
+        new = emitted[start:] if start else emitted
+        lists = out.partners
         for partner in partners:
-            records = out.partners[partner.name]
-            for record in new:
-                records.extend(partner_records(partner, record))
+            records = lists[partner.name]
+            translate = partner.unfiltered
+            if translate is not None:  # no filter: its format's translate, one call less
+                for record in new:
+                    records += translate(record)
+            else:
+                for record in new:
+                    records += partner_records(partner, record)
 
 
 _Run = Callable[[SessionRules, DeviceState, list[Record]], object]
