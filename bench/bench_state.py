@@ -59,7 +59,7 @@ from faust.stores.rocksdb import RocksDBOptions
 from pipeline.config import Config, load_config
 from pipeline.kafka.topics import max_message_bytes
 from pipeline.memory import collect_rarely, keep_freed_memory
-from pipeline.sinks.kafka import Headers, RecordTooLarge, record_size
+from pipeline.sinks.kafka import Headers, RecordTooLarge, Refused, record_size
 from pipeline.streaming.checkpoint import Checkpoint
 from pipeline.streaming.codec import has_open_session
 from pipeline.streaming.core import StreamingCore
@@ -101,6 +101,16 @@ class DroppingSink:
         if size > self.room:
             raise RecordTooLarge(topic, size, self.room)
         self.records[topic] += 1
+
+    def add_values(self, topic: str, key: bytes, values: list[bytes]) -> list[Refused]:
+        """Count one record per value; returns those over the room, by position."""
+        refused: list[Refused] = []
+        for position, value in enumerate(values):
+            try:
+                self.add(topic, key, value)
+            except RecordTooLarge as error:
+                refused.append((position, error))
+        return refused
 
 
 def rss_bytes() -> int:
