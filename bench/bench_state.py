@@ -42,19 +42,20 @@ import gc
 import hashlib
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 import orjson
-from faust.stores.rocksdb import RocksDBOptions
 
 from pipeline.config import Config, load_config
 from pipeline.kafka.topics import max_message_bytes
@@ -64,10 +65,11 @@ from pipeline.streaming.checkpoint import Checkpoint
 from pipeline.streaming.codec import has_open_session
 from pipeline.streaming.core import StreamingCore
 from pipeline.streaming.partitioning import partition_for
-from pipeline.streaming.stores import ROCKSDB_OPTIONS, RocksTable
+from pipeline.streaming.stores import RocksTable, bound_memory, rocksdb_memory
 from pipeline.testing import T0, FakeClock, FetchedRecord
 
 DEVICES_PER_CHUNK = 10_000
+MILESTONE_DEVICES = 1_000_000  # RSS is printed after each million devices fed too
 FETCH_RECORDS = 500
 TICKS = 500  # timed ticks per scenario, each `expire` on every partition
 APPS = ("com.example.shop", "com.example.news", "com.example.game")
@@ -132,6 +134,65 @@ def give_back_freed_memory() -> bool:
     gc.collect()
     trim(0)
     return True
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def allocator_account() -> dict[str, int]:
+    """Where the process's memory is, by allocator (bytes): glibc malloc's blocks in use, free
+    in its arenas and mmapped (`mallinfo2`, glibc >= 2.33), Python's small-object allocator
+    (arenas held, bytes in blocks in use: `sys._debugmallocstats`), and resident pages backed
+    by files (shared libraries, memory-mapped files). Empty where these are not available."""
+    account: dict[str, int] = {}
+    name = ctypes.util.find_library("c")
+    try:
+        mallinfo2 = ctypes.CDLL(name).mallinfo2 if name else None
+    except (OSError, AttributeError):
+        mallinfo2 = None
+    if mallinfo2 is not None:
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        account["malloc in use"] = info.uordblks
+        account["malloc free in its arenas"] = info.fordblks
+        account["malloc mmapped blocks"] = info.hblkhd
+    with tempfile.TemporaryFile() as stats:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(stats.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        stats.seek(0)
+        text = stats.read().decode(errors="replace")
+    for label, pattern in (
+        ("pymalloc arenas", r"# arenas allocated current\s*=\s*([\d,]+)"),
+        ("pymalloc blocks in use", r"# bytes in allocated blocks\s*=\s*([\d,]+)"),
+    ):
+        found = re.search(pattern, text)
+        if found:
+            account[label] = int(found.group(1).replace(",", ""))
+    if "pymalloc arenas" in account:
+        account["pymalloc arenas"] *= 1 << 20  # 1 MiB each (CPython 3.10+)
+    file_backed = 0
+    mapped_file = False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            fields = line.split(maxsplit=5)
+            mapped_file = len(fields) == 6 and fields[5].startswith("/")
+        elif mapped_file and line.startswith("Rss:"):
+            file_backed += int(line.split()[1]) * 1024
+    account["resident, file-backed"] = file_backed
+    return account
 
 
 # The population
@@ -250,6 +311,7 @@ class Feeder:
     offsets: Counter[int]
     messages: int = 0
     largest_input: int = 0  # bytes of messages of the largest chunk
+    milestones: list[tuple[int, int]] = field(default_factory=list)  # (devices fed, RSS)
     build_s: float = 0.0
     apply_s: float = 0.0
     commit_s: float = 0.0
@@ -271,6 +333,9 @@ class Feeder:
             for records in fetches:
                 self._apply(records, commit)
             del fetches
+            fed = min(first + DEVICES_PER_CHUNK, population.devices)
+            if not reopen and fed % MILESTONE_DEVICES == 0 and fed < population.devices:
+                self.milestones.append((fed, rss_bytes()))
         if commit:
             self.commit()
 
@@ -354,36 +419,23 @@ def time_ticks(core: StreamingCore, clock: FakeClock, sink: DroppingSink) -> Tic
 # The benchmark
 
 
-# What RocksDB holds in memory: the block cache (data blocks; index and filter blocks too when
-# cache_index_and_filter_blocks is set), the memtables, and the table readers' index and
-# filter blocks held outside the cache.
-ROCKSDB_MEMORY = ("block-cache-usage", "size-all-mem-tables", "estimate-table-readers-mem")
-
-
 class LocalRocks:
     """What `RocksTable` needs of Faust's RocksDB store: a database per partition, opened
-    with the worker's options (`ROCKSDB_OPTIONS`) by Faust's own `RocksDBOptions`."""
+    with the worker's options (`pipeline.streaming.stores.bound_memory`)."""
 
     offset_key = b"__faust\x00offset__"
 
-    def __init__(self, directory: Path, partitions: int) -> None:
+    def __init__(self, directory: Path, partitions: int, memory_mb: int) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
-        options = {k: v for k, v in ROCKSDB_OPTIONS.items() if k != "driver"}
-        self._options = RocksDBOptions(**options, use_rocksdict=True)
+        self._dbs: dict[int, Any] = {}
+        bound_memory(self, memory_mb)
         self._dbs = {
-            p: self._options.open(directory / f"devices-{p}.db") for p in range(partitions)
+            p: self.rocksdb_options.open(directory / f"devices-{p}.db") for p in range(partitions)
         }
 
     def _db_for_partition(self, partition: int) -> Any:
         return self._dbs[partition]
-
-    def memory(self) -> dict[str, int]:
-        """RocksDB's own account of its memory, summed over the partitions' databases."""
-        return {
-            name: sum(db.property_int_value(f"rocksdb.{name}") or 0 for db in self._dbs.values())
-            for name in ROCKSDB_MEMORY
-        }
 
 
 def ms(values: list[float]) -> str:
@@ -403,7 +455,8 @@ def benchmark(args: argparse.Namespace) -> int:
     partitions = config.topics.partitions
     stored: MutableMapping[bytes, bytes] = {}  # the memory store
     if args.store == "rocksdb":
-        stored = RocksTable(LocalRocks(Path(args.data_dir), partitions), partitions, "changelog")
+        rocks = LocalRocks(Path(args.data_dir), partitions, config.worker.rocksdb_memory_mb)
+        stored = RocksTable(rocks, partitions, "changelog")
     core = StreamingCore(config, partitions, REPARTITION_TOPIC, clock, stored)
     sink = DroppingSink(max_message_bytes(config))
     core.writer.sink = sink
@@ -422,8 +475,10 @@ def benchmark(args: argparse.Namespace) -> int:
     collect_rarely()  # as the worker's process does
     trimmed = give_back_freed_memory()
     before = rss_bytes()
+    account_before = allocator_account()
     feeder.feed(population)
     after = rss_bytes()
+    account_after = allocator_account()
     growth = after - before
     trimmed_growth = rss_bytes() - before if trimmed and give_back_freed_memory() else None
     fed_s = feeder.build_s + feeder.apply_s + feeder.commit_s
@@ -440,6 +495,10 @@ def benchmark(args: argparse.Namespace) -> int:
                 f"commits {feeder.commit_s:.1f} s"
             ),
         ),
+        *(
+            (f"RSS after {fed:,} devices", f"{rss / 2**20:,.0f} MiB", "(growing, not committed)")
+            for fed, rss in feeder.milestones
+        ),
         ("RSS before -> after", f"{before / 2**20:,.0f} -> {after / 2**20:,.0f} MiB", ""),
         (
             "**RSS growth per device**",
@@ -455,10 +514,20 @@ def benchmark(args: argparse.Namespace) -> int:
         ("table value per device (zstd of its JSON)", f"{values / max(len(stored), 1):,.0f} B", "")
     )
     if isinstance(stored, RocksTable):
-        rocks = stored.store.memory()
+        rocks = rocksdb_memory(stored.store)
         held = ", ".join(f"{name} {size / 2**20:,.1f} MiB" for name, size in rocks.items())
+        total = rocks["block-cache-usage"] + rocks["estimate-table-readers-mem"]
         rows.append(
-            ("RocksDB's memory, by its properties", f"{sum(rocks.values()) / 2**20:,.0f} MiB", held)
+            (
+                "RocksDB's memory, by its properties (cache, memtables in it, + table readers)",
+                f"{total / 2**20:,.0f} MiB",
+                held,
+            )
+        )
+    for part, size in account_after.items():
+        was = account_before.get(part, 0)
+        rows.append(
+            (f"allocator: {part}", f"{size / 2**20:,.1f} MiB", f"{(size - was) / 2**20:+,.1f} MiB")
         )
     share_ticks = time_ticks(core, clock, sink)
     feeder.feed(population, reopen=True, commit=False)

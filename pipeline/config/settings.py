@@ -119,6 +119,9 @@ class WorkerSettings:
     commit_interval_s: float = 1.0
     # Where the device table lives: "rocksdb" (on disk under data_dir) or "memory".
     store: str = "rocksdb"
+    # What the RocksDB store may keep in memory, all its partitions together (MiB): one block
+    # cache for data, index and filter blocks, charged with the memtables (up to a quarter).
+    rocksdb_memory_mb: int = 256
     # Decoded device states kept between commits (the table's bytes are the one full copy).
     cached_devices: int = 20_000
     # A device with no open session and no message for this long leaves the table (0: never).
@@ -184,6 +187,7 @@ SECTIONS: Final[dict[str, dict[str, Setting]]] = {
             "checkpoint_every": at_least(1),
             "commit_interval_s": above(0),
             "store": one_of(*STORES),
+            "rocksdb_memory_mb": at_least(16),
             "cached_devices": at_least(0),
             "device_ttl_days": at_least(0),
         },

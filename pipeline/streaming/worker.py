@@ -61,7 +61,7 @@ from pipeline.streaming.core import StreamingCore
 from pipeline.streaming.fetches import FetchApp
 from pipeline.streaming.progress import ReadProgress
 from pipeline.streaming.recovery import stuck_changelog_partitions, write_checkpoint_markers
-from pipeline.streaming.stores import ROCKSDB, ROCKSDB_OPTIONS, RocksTable
+from pipeline.streaming.stores import ROCKSDB, ROCKSDB_OPTIONS, RocksTable, bound_memory
 from pipeline.streaming.transactions import Producers
 from pipeline.vocabulary import wall_ms
 
@@ -89,6 +89,8 @@ class SessionWorker:
             extra_topic_configs=required[changelog_topic(config)],
             options=dict(ROCKSDB_OPTIONS) if config.worker.store == ROCKSDB else None,
         )
+        if config.worker.store == ROCKSDB:  # (the store exists once asked for; no database yet)
+            bound_memory(self.table.data, config.worker.rocksdb_memory_mb)
         self.repartition_topic = app.topic(
             repartition_topic(config),
             key_type=bytes,
