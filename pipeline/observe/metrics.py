@@ -4,7 +4,8 @@ What a transaction carries (input messages, records per topic, sessions, dead le
 duplicates, session_end lateness) is tallied while it is open and counted when it commits: an
 aborted transaction's messages are read again, and counting them twice would say the worker
 wrote what nobody will ever read. What the worker holds (devices, open sessions, partitions,
-input lag) is read from it at each scrape.
+input lag, and with the RocksDB store its memory by RocksDB's account) is read from it at each
+scrape.
 
 The streaming core is watched where it hands over whole batches, set once by `instrument`
 (the only place that knows them): its `apply` (messages, per input partition), its writer's
@@ -39,6 +40,7 @@ from pipeline.engine import Applied, DeviceState, Record
 from pipeline.processing.processor import Outputs
 from pipeline.sinks.kafka import TransactionalSink
 from pipeline.streaming.core import FetchedRecord, StreamingCore
+from pipeline.streaming.stores import RocksTable, rocksdb_memory
 from pipeline.vocabulary import SESSION_END, SESSION_START
 
 # No `_created` series beside every counter: Prometheus does not need them (process-wide).
@@ -57,6 +59,8 @@ class Held:
     partitions: int = 0
     # (topic, partition) -> (messages behind the end, seconds since the last applied message)
     lag: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    # With the RocksDB store: its memory by RocksDB's account (`stores.rocksdb_memory`), bytes.
+    rocksdb_memory: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -292,6 +296,17 @@ class _HeldCollector(Collector):
             seconds.add_metric([topic, str(partition)], age_s)
         yield records
         yield seconds
+        if held.rocksdb_memory:
+            memory = GaugeMetricFamily(
+                "sessionize_rocksdb_memory_bytes",
+                "RocksDB's memory by its own account: the block cache shared by every partition "
+                "(with the memtables' charge and the index and filter blocks in it), the "
+                "memtables, the table readers outside the cache, and the budget",
+                labels=["part"],
+            )
+            for part, size in held.rocksdb_memory.items():
+                memory.add_metric([part], size)
+            yield memory
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -320,4 +335,18 @@ def held_by(
         arrival = last_arrival.get(tp)
         age_s = max(0.0, (now - arrival) / 1000) if behind and arrival else 0.0
         lag[tp] = (behind, age_s)
-    return Held(core.devices_held, core.open_sessions, partitions, lag)
+    memory: dict[str, int] = {}
+    if isinstance(core.stored, RocksTable):
+        store = core.stored.store
+        memory = {_PARTS[name]: size for name, size in rocksdb_memory(store).items()}
+        budget = getattr(store.rocksdb_options, "memory_bytes", None)
+        if budget is not None:
+            memory["budget"] = budget
+    return Held(core.devices_held, core.open_sessions, partitions, lag, memory)
+
+
+_PARTS = {
+    "block-cache-usage": "block_cache",
+    "size-all-mem-tables": "memtables",
+    "estimate-table-readers-mem": "table_readers",
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,6 +11,7 @@ from pipeline.config import Config, WorkerSettings
 from pipeline.engine import SessionConfig
 from pipeline.observe.metrics import WorkerMetrics, held_by
 from pipeline.streaming.core import StreamingCore
+from pipeline.streaming.stores import MIB, RocksTable, bound_memory
 from pipeline.testing import (
     SECOND,
     T0,
@@ -172,3 +174,35 @@ def test_each_worker_has_a_registry_of_its_own() -> None:
     first.commit()
     assert first.value("sessionize_events_applied_total") == 1
     assert second.value("sessionize_events_applied_total") == 0
+
+
+def test_the_rocksdb_stores_memory_is_read_at_each_scrape(tmp_path: Path) -> None:
+    class Store:  # what RocksTable needs of Faust's RocksDB store
+        offset_key = b"__faust\x00offset__"
+        _dbs: dict[int, Any] = {}
+
+        def _db_for_partition(self, partition: int) -> Any:
+            return self._dbs[partition]
+
+    store = Store()
+    bound_memory(store, 32)
+    store._dbs = {0: store.rocksdb_options.open(tmp_path / "p0.db")}  # type: ignore[attr-defined]
+    world = Observed()
+    world.core.stored = RocksTable(store, 1, "changelog")
+    for i in range(5000):  # a memtable's worth, charged to the cache
+        world.core.stored[f'["app","d{i}"]'.encode()] = b"x" * 200
+    world.metrics.watch(lambda: held_by(world.metrics, lambda tp: 0, [], 1, lambda: T0))
+
+    def part(name: str) -> float:
+        return world.value("sessionize_rocksdb_memory_bytes", part=name)
+
+    assert part("budget") == 32 * MIB
+    assert part("memtables") > 5000 * 200
+    assert part("block_cache") >= part("memtables")
+    assert part("table_readers") == 0  # nothing flushed to a table file yet
+
+
+def test_the_memory_store_has_no_rocksdb_gauge() -> None:
+    world = Observed()
+    world.metrics.watch(lambda: held_by(world.metrics, lambda tp: 0, [], 1, lambda: T0))
+    assert not [key for key in world.samples() if key[0].startswith("sessionize_rocksdb")]
