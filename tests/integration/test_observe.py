@@ -148,6 +148,14 @@ def test_metrics_count_what_the_output_topics_hold(
     assert metric(samples, "sessionize_commit_duration_seconds_count") >= 1
     lag = [v for (name, _), v in samples.items() if name == "sessionize_input_lag_records"]
     assert lag and all(v == 0 for v in lag)
+    # The default RocksDB store, in its default budget; the cache holds the memtables' charge.
+    rocksdb = {
+        dict(labels)["part"]: v
+        for (name, labels), v in samples.items()
+        if name == "sessionize_rocksdb_memory_bytes"
+    }
+    assert rocksdb["budget"] == 256 * 2**20
+    assert 0 < rocksdb["memtables"] <= rocksdb["block_cache"] <= rocksdb["budget"]
 
 
 def test_ready_is_503_until_the_table_is_recovered_and_200_after(
